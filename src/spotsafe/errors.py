@@ -1,0 +1,98 @@
+"""The exceptions spotsafe raises.
+
+Every error says what went wrong, where, and how to fix it, and is classified as retryable
+(``retryable = True``: trying again later may succeed, e.g. a network error) or fatal::
+
+    SpotsafeError
+    ├── ConfigError                 bad argument, environment variable or config file
+    ├── StorageError                the store could not be read or written (network, permission,
+    │   │                           missing bucket); never mistaken for "no checkpoint"
+    │   ├── ObjectMissing           one named object is not in the store
+    │   └── EphemeralStoreError     the store would vanish with the machine
+    ├── CheckpointError
+    │   ├── CheckpointNotFound      no checkpoint at the requested step
+    │   ├── CheckpointCorrupt       a checkpoint failed verification (size, checksum, manifest)
+    │   ├── CheckpointMismatch      a valid checkpoint of another job or another config
+    │   └── NoValidCheckpoint       checkpoints exist but none is valid
+    ├── StopError                   a stop request could not be honoured as promised
+    └── SupervisorError
+        ├── BudgetExhausted         the retry budget of a class is spent
+        └── LeaseHeld               another live supervisor holds the job
+"""
+
+from __future__ import annotations
+
+
+class SpotsafeError(Exception):
+    """Base class of every spotsafe error."""
+
+    retryable: bool = False
+
+
+class ConfigError(SpotsafeError):
+    """A bad argument, environment variable or config file."""
+
+
+class StorageError(SpotsafeError):
+    """The store could not be read or written.
+
+    Retryable by default: most storage failures are network hiccups. Permission and
+    missing-bucket errors set ``retryable=False``.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ObjectMissing(StorageError):
+    """One named object is not in the store."""
+
+    retryable = False
+
+
+class EphemeralStoreError(StorageError):
+    """The store lives on storage that disappears with the machine."""
+
+    retryable = False
+
+
+class CheckpointError(SpotsafeError):
+    """Base class of checkpoint problems."""
+
+
+class CheckpointNotFound(CheckpointError):
+    """No checkpoint at the requested step."""
+
+
+class CheckpointCorrupt(CheckpointError):
+    """A checkpoint failed verification."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint that is valid but belongs to another job or another config."""
+
+
+class NoValidCheckpoint(CheckpointError):
+    """The store holds checkpoints, but none of them is valid."""
+
+
+class StopError(SpotsafeError):
+    """A stop request could not be honoured as promised."""
+
+
+class SupervisorError(SpotsafeError):
+    """Base class of supervisor failures."""
+
+
+class BudgetExhausted(SupervisorError):
+    """The retry budget of one exit class is spent."""
+
+
+class LeaseHeld(SupervisorError):
+    """Another live supervisor holds the job's lease."""
+
+    retryable = True

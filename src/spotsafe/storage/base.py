@@ -1,0 +1,81 @@
+"""The store interface shared by every backend."""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterable
+from typing import Union
+
+# Anything the buffer protocol accepts: bytes, bytearray, memoryview, numpy arrays.
+Buffer = Union[bytes, bytearray, memoryview]
+
+_USERINFO = re.compile(r"(?<=://)[^/@]+@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:sig|signature|token|key|secret|password|x-amz-[a-z-]+|sas)[^=]*=)[^&]*"
+)
+
+
+def redact_url(url: str) -> str:
+    """The URL with credentials removed, safe for logs, events and errors.
+
+    >>> redact_url("s3://AKIA:secret@bucket/run?token=abc")
+    's3://***@bucket/run?token=***'
+    """
+    url = _USERINFO.sub("***@", url)
+    return _SECRET_QUERY.sub(r"\1***", url)
+
+
+class Store(abc.ABC):
+    """A root under which checkpoint objects live.
+
+    Paths are relative to the root and use '/'. Implementations raise
+    :class:`~spotsafe.errors.ObjectMissing` for a missing object and
+    :class:`~spotsafe.errors.StorageError` for any other failure.
+    """
+
+    #: The root URL with credentials removed; safe to print.
+    url: str
+    #: Whether writes go to this machine's filesystem (fsync applies).
+    is_local: bool = False
+
+    @abc.abstractmethod
+    def write(self, path: str, chunks: Iterable[Buffer]) -> int:
+        """Create ``path`` from ``chunks``; durable when this returns. Returns the byte count."""
+
+    def write_bytes(self, path: str, data: Buffer) -> int:
+        """Create ``path`` holding ``data``; durable when this returns."""
+        return self.write(path, [data])
+
+    @abc.abstractmethod
+    def read_bytes(self, path: str) -> bytes:
+        """The whole content of ``path``."""
+
+    @abc.abstractmethod
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``path``."""
+
+    def read_into(self, path: str, out: memoryview) -> None:
+        """Fill ``out`` with the first ``len(out)`` bytes of ``path``."""
+        data = self.read_range(path, 0, len(out))
+        if len(data) != len(out):
+            from spotsafe.errors import StorageError
+
+            raise StorageError(
+                f"{self.url}/{path}: expected {len(out)} bytes, read {len(data)}", retryable=False
+            )
+        out[:] = data
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> dict[str, int]:
+        """Every object under ``prefix`` (recursively) with its size in bytes.
+
+        An absent prefix lists as empty; every other failure raises.
+        """
+
+    @abc.abstractmethod
+    def delete(self, paths: Iterable[str]) -> None:
+        """Delete ``paths``; already missing ones are fine."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,160 @@
+"""A store on this machine's filesystem, with fsync for durability."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from spotsafe.errors import ObjectMissing, StorageError
+from spotsafe.storage.base import Buffer, Store
+
+_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _storage_error(what: str, path: Path, e: OSError) -> StorageError:
+    if isinstance(e, FileNotFoundError):
+        return ObjectMissing(f"{what} {path}: no such file")
+    hint = ""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        hint = " (check the permissions of the store directory)"
+    elif e.errno == errno.EROFS:
+        hint = " (the store is on a read-only filesystem; choose a writable store)"
+    elif e.errno == errno.ENOSPC:
+        hint = " (the disk is full; free space or lower keep_last)"
+    return StorageError(
+        f"could not {what} {path}: {e.strerror or e}{hint}",
+        retryable=e.errno not in _FATAL_ERRNOS,
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(Store):
+    """Objects as files below a directory (a persistent volume, NFS, a local disk)."""
+
+    is_local = True
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.url = str(self.root)
+
+    def _path(self, path: str) -> Path:
+        full = (self.root / path).absolute()
+        if self.root not in full.parents:
+            raise StorageError(f"path {path!r} escapes the store {self.root}", retryable=False)
+        return full
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create ``directory`` and make each new entry durable in its parent."""
+        missing = []
+        d = directory
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue
+            _fsync_dir(d.parent)
+
+    def write(self, path: str, chunks: Iterable[Buffer]) -> int:
+        full = self._path(path)
+        try:
+            self._makedirs(full.parent)
+            # "x": never overwrite a committed object in place.
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            size = 0
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as f:
+                    for chunk in chunks:
+                        size += f.write(chunk)
+                    f.flush()
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(full.parent)
+        except FileExistsError as e:
+            raise StorageError(
+                f"refusing to overwrite {full}: objects are written once", retryable=False
+            ) from e
+        except OSError as e:
+            raise _storage_error("write", full, e) from e
+        return size
+
+    def read_bytes(self, path: str) -> bytes:
+        full = self._path(path)
+        try:
+            return full.read_bytes()
+        except OSError as e:
+            raise _storage_error("read", full, e) from e
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        full = self._path(path)
+        try:
+            with open(full, "rb") as f:
+                f.seek(start)
+                return f.read(end - start)
+        except OSError as e:
+            raise _storage_error("read", full, e) from e
+
+    def read_into(self, path: str, out: memoryview) -> None:
+        full = self._path(path)
+        try:
+            with open(full, "rb", buffering=0) as f:
+                got = f.readinto(out)  # type: ignore[attr-defined]
+        except OSError as e:
+            raise _storage_error("read", full, e) from e
+        if got != len(out):
+            raise StorageError(
+                f"{full}: expected {len(out)} bytes, read {got}", retryable=False
+            )
+
+    def list(self, prefix: str = "") -> dict[str, int]:
+        base = self._path(prefix) if prefix else self.root
+        out: dict[str, int] = {}
+
+        def onerror(e: OSError) -> None:
+            # os.walk reports a missing top as an error too: an absent prefix is empty.
+            if isinstance(e, FileNotFoundError) and Path(e.filename) == base:
+                return
+            raise _storage_error("list", Path(e.filename or base), e) from e
+
+        for dirpath, _dirs, files in os.walk(base, onerror=onerror):
+            for name in files:
+                full = Path(dirpath) / name
+                try:
+                    size = full.stat().st_size
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                except OSError as e:
+                    raise _storage_error("stat", full, e) from e
+                out[full.relative_to(self.root).as_posix()] = size
+        return out
+
+    def delete(self, paths: Iterable[str]) -> None:
+        parents = set()
+        for path in paths:
+            full = self._path(path)
+            try:
+                full.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise _storage_error("delete", full, e) from e
+            parents.add(full.parent)
+        for d in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+            while d != self.root and d.is_dir() and not any(d.iterdir()):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break  # not empty any more, or in use: the next prune tries again
+                d = d.parent
