@@ -218,7 +218,9 @@ def _decide_by_time(
     if elapsed < floor_s:
         return Wait(remaining_s=floor_s - elapsed)
     if target_s is not None and elapsed >= target_s:
-        return SaveNow(reason=f"{elapsed:.0f} s since the last save reached {why} of {target_s:.0f} s")
+        return SaveNow(
+            reason=f"{elapsed:.0f} s since the last save reached {why} of {target_s:.0f} s"
+        )
     if cap_s is not None and elapsed + step > cap_s:
         return SaveNow(
             reason=f"the next step would pass the lost-work cap: {elapsed:.0f} s since the "

@@ -366,9 +366,7 @@ def find_config(path: str | Path | None = None, *, cwd: str | Path | None = None
     return None
 
 
-def load_pools(
-    path: str | Path | None = None, *, cwd: str | Path | None = None
-) -> dict[str, Pool]:
+def load_pools(path: str | Path | None = None, *, cwd: str | Path | None = None) -> dict[str, Pool]:
     """Load the pools in effect: the presets, overridden by the config file if there is one.
 
     The file is `path` (``--config FILE``), else ``./spotsafe.toml``, else
@@ -434,5 +432,7 @@ def format_pools(pools: Mapping[str, Pool], *, source: Path | str | None = None)
     widths[0] = max(widths[0], 24)
     lines = [heading]
     for row in rows:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return "\n".join(lines)

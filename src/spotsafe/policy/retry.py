@@ -174,9 +174,7 @@ class AttemptRecord:
         if self.attempt < 1:
             raise ConfigError(f"attempt = {self.attempt!r}: attempts are numbered from 1")
         if self.ended_s < self.started_s:
-            raise ConfigError(
-                f"ended_s = {self.ended_s!r}: before started_s = {self.started_s!r}"
-            )
+            raise ConfigError(f"ended_s = {self.ended_s!r}: before started_s = {self.started_s!r}")
 
     @property
     def progressed(self) -> bool | None:
@@ -471,4 +469,3 @@ class RetryPolicy:
             f"{_BUDGET_NOUNS[budget][1]}",
             on_demand=on_demand,
         )
-

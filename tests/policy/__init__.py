@@ -1,0 +1,1 @@
+"""Tests of the pure policy layer: interval, retry and pools."""

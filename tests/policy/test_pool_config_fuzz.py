@@ -1,0 +1,74 @@
+"""Fuzzed configs: any TOML-shaped input gives pools or a ConfigError, never another error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spotsafe.errors import ConfigError
+from spotsafe.policy.pools import POOL_FIELDS, PRESETS, Pool, load_pools, parse_pools
+
+# The values TOML can produce.
+scalars = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64) | st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.datetimes(),
+    st.dates(),
+    st.times(),
+    st.none(),  # not TOML, but a caller building a dict by hand may pass it
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+keys = st.one_of(st.sampled_from([*POOL_FIELDS, "extends"]), st.text(max_size=16))
+tables = st.dictionaries(keys, st.one_of(values, st.sampled_from([*PRESETS, "nope"])), max_size=6)
+names = st.one_of(st.sampled_from([*PRESETS, "team"]), st.text(max_size=10))
+documents = st.one_of(
+    st.fixed_dictionaries({"pools": st.dictionaries(names, st.one_of(tables, values), max_size=4)}),
+    st.dictionaries(st.text(max_size=8), values, max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents)
+def test_parse_pools_gives_pools_or_config_error(document: dict[str, object]) -> None:
+    try:
+        pools = parse_pools(document, source="fuzz.toml")
+    except ConfigError as e:
+        assert str(e).startswith("fuzz.toml")
+        return
+    assert set(PRESETS) <= set(pools)
+    assert all(isinstance(pool, Pool) for pool in pools.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(POOL_FIELDS), values, max_size=5))
+def test_pool_gives_a_pool_or_config_error(kwargs: dict[str, object]) -> None:
+    try:
+        pool = Pool(**kwargs)
+    except ConfigError:
+        return
+    assert pool.keep_last >= 2 and 0.0 <= pool.jitter <= 1.0
+    assert pool.backoff_max_s >= pool.backoff_initial_s
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(max_size=80))
+def test_arbitrary_file_text_gives_pools_or_config_error(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "spotsafe.toml"
+    config.write_text(text, encoding="utf-8")
+    try:
+        pools = load_pools(config)
+    except ConfigError:
+        return
+    assert set(PRESETS) <= set(pools)
