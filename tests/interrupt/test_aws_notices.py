@@ -19,9 +19,7 @@ NOTICE_TIME = dt.datetime(2026, 11, 29, 3, 40, tzinfo=dt.timezone.utc).timestamp
 
 
 def watcher(imds: AwsImds, clocks: FakeClocks) -> AwsWatcher:
-    return AwsWatcher(
-        endpoint=imds.url, timeout_s=2.0, clock=clocks.mono, wall_clock=clocks.wall
-    )
+    return AwsWatcher(endpoint=imds.url, timeout_s=2.0, clock=clocks.mono, wall_clock=clocks.wall)
 
 
 def test_quiet_instance_uses_a_token_and_finds_nothing(
@@ -67,9 +65,9 @@ def test_expired_token_is_renewed_on_401(aws_imds: AwsImds, clocks: FakeClocks) 
     (r,) = w.poll().requests
     assert r.detail["action"] == "terminate"
     assert len(aws_imds.seen("PUT", TOKEN)) == 2
-    statuses_seen = [g.headers.get("x-aws-ec2-metadata-token") for g in aws_imds.seen("GET", ACTION)]
-    assert len(statuses_seen) == 3  # ok, 401 with the old token, ok with the new one
-    assert statuses_seen[2] in aws_imds.tokens and statuses_seen[1] not in aws_imds.tokens
+    sent = [g.headers.get("x-aws-ec2-metadata-token") for g in aws_imds.seen("GET", ACTION)]
+    assert len(sent) == 3  # ok, 401 with the old token, ok with the new one
+    assert sent[2] in aws_imds.tokens and sent[1] not in aws_imds.tokens
 
 
 def test_token_is_renewed_before_its_ttl_runs_out(aws_imds: AwsImds, clocks: FakeClocks) -> None:
@@ -102,9 +100,7 @@ def test_400_on_token_put_is_an_error_not_a_stop(
     assert w.failures == 0
 
 
-def test_403_everywhere_means_imds_is_off_not_a_stop(
-    aws_imds: AwsImds, clocks: FakeClocks
-) -> None:
+def test_403_everywhere_means_imds_is_off_not_a_stop(aws_imds: AwsImds, clocks: FakeClocks) -> None:
     aws_imds.put_status = 403
     aws_imds.get_status = 403
     aws_imds.v2_required = False

@@ -45,9 +45,7 @@ def test_auto_gives_up_on_a_silent_service_within_the_probe_timeout() -> None:
     with AwsImds() as silent:
         silent.delay_s = 10.0
         started = time.monotonic()
-        cloud = detect_cloud(
-            env_for(silent.url, silent.host, silent.url), probe_timeout_s=0.2
-        )
+        cloud = detect_cloud(env_for(silent.url, silent.host, silent.url), probe_timeout_s=0.2)
         assert cloud == "none"
         assert time.monotonic() - started < 1.5
 

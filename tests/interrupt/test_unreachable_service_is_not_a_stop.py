@@ -134,12 +134,14 @@ def test_the_thread_survives_a_buggy_watcher(caplog: pytest.LogCaptureFixture) -
         slept.set()
         threading.Event().wait(0.001)  # yield to the test thread
 
-    with caplog.at_level(logging.ERROR, logger="spotsafe.interrupt"):
-        with NoticeWatcher(flag, [bad, good], clock=clocks.mono, sleep=sleep) as notices:
-            assert bad.third.wait(5.0)  # polled again after the bug: the thread lives
-            good.fire.set()
-            assert flag.wait(timeout_s=5.0) is not None
-            assert notices.running
+    with (
+        caplog.at_level(logging.ERROR, logger="spotsafe.interrupt"),
+        NoticeWatcher(flag, [bad, good], clock=clocks.mono, sleep=sleep) as notices,
+    ):
+        assert bad.third.wait(5.0)  # polled again after the bug: the thread lives
+        good.fire.set()
+        assert flag.wait(timeout_s=5.0) is not None
+        assert notices.running
     assert isinstance(notices.last_errors["exploding"], RuntimeError)
     assert len([r for r in caplog.records if r.exc_info]) == 1  # traceback logged once
     assert all(s > 0 for s in clocks.slept)

@@ -6,6 +6,7 @@ dependency. Non-2xx answers are returned, not raised: each protocol gives 401/40
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -114,7 +115,6 @@ class Client:
             conn = self._current
         sock = conn.sock if conn is not None else None
         if sock is not None:
-            try:
+            # Already closed by the peer or by the request itself: nothing left to unblock.
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by the peer or by the request itself: nothing to unblock

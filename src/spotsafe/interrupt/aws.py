@@ -168,8 +168,9 @@ class AwsWatcher(PollingWatcher):
         try:
             deadline = self._deadline_from(parse_iso8601_utc(when_text), now)
         except ValueError:
-            logger.warning("aws: unreadable instance-action time %r; assuming %.0f s",
-                           when_text, NOTICE_S)
+            logger.warning(
+                "aws: unreadable instance-action time %r; assuming %.0f s", when_text, NOTICE_S
+            )
             deadline = now + NOTICE_S
         return StopRequest(
             source="aws:instance-action",

@@ -18,7 +18,7 @@ from spotsafe.interrupt.signals import DEFAULT_GRACE_S
 from spotsafe.interrupt.stopfile import StopFileWatcher
 from spotsafe.interrupt.watcher import Watcher, logger
 
-__all__ = ["CLOUD_ENV", "CLOUDS", "detect_cloud", "watchers_from_env"]
+__all__ = ["CLOUDS", "CLOUD_ENV", "detect_cloud", "watchers_from_env"]
 
 CLOUD_ENV = "SPOTSAFE_CLOUD"
 CLOUDS = ("aws", "gcp", "azure", "none", "auto")

@@ -100,8 +100,13 @@ class GcpWatcher(PollingWatcher):
         maintenance = self._get(MAINTENANCE).text().strip()
         if maintenance == TERMINATE and maintenance not in self._reported:
             self._reported.add(maintenance)
-            found.append(self._request("gcp:maintenance-event", MAINTENANCE_NOTICE_S,
-                                       {"maintenance-event": maintenance}))
+            found.append(
+                self._request(
+                    "gcp:maintenance-event",
+                    MAINTENANCE_NOTICE_S,
+                    {"maintenance-event": maintenance},
+                )
+            )
         if found:
             return found  # report at once; don't hang on preempted while a stop waits
         query = {}
@@ -118,8 +123,11 @@ class GcpWatcher(PollingWatcher):
         self._preempted_etag = etag
         if value == "TRUE" and "preempted" not in self._reported:
             self._reported.add("preempted")
-            found.append(self._request("gcp:preempted", PREEMPT_NOTICE_S,
-                                       {"preempted": value, "etag": etag or ""}))
+            found.append(
+                self._request(
+                    "gcp:preempted", PREEMPT_NOTICE_S, {"preempted": value, "etag": etag or ""}
+                )
+            )
         # After a real hang (or a change) poll again at once; a server that answered
         # immediately with nothing new is not hanging, so don't spin on it.
         quick = self.clock() - started < MIN_REPOLL_S

@@ -61,7 +61,7 @@ class StopRequest:
     kind: StopKind
     """STOP (stop at the next step boundary) or SAVE_NOW (save and keep training)."""
     deadline_s: float | None
-    """When the machine goes away, on the same monotonic clock as ``received_s``; None if unknown."""
+    """When the machine goes away, on the monotonic clock of ``received_s``; None if unknown."""
     received_s: float
     """When the request was recorded, on the injected monotonic clock, in seconds."""
     detail: Mapping[str, str] = field(default_factory=dict, hash=False)

@@ -137,14 +137,20 @@ class PollingWatcher:
                 logger.debug("%s: still unavailable (%s)", self.name, e)
             return Poll(next_poll_s=self.backoff.delay_s(self.failures))
         if self.failures:
-            logger.info("%s: notice service answers again after %d failures", self.name,
-                        self.failures)
+            logger.info(
+                "%s: notice service answers again after %d failures", self.name, self.failures
+            )
             self.failures = 0
             self._warned = False  # a new outage gets its own warning
         for r in found:
             log = logger.info if r.kind is StopKind.SAVE_NOW else logger.warning
-            log("%s: %s notice (%s), deadline in %s", self.name, r.kind.value, r.source,
-                _fmt_left(r, self.clock()))
+            log(
+                "%s: %s notice (%s), deadline in %s",
+                self.name,
+                r.kind.value,
+                r.source,
+                _fmt_left(r, self.clock()),
+            )
         return Poll(requests=tuple(found), next_poll_s=self._next_poll_s())
 
     def _next_poll_s(self) -> float:
