@@ -187,3 +187,15 @@ def test_format_pools_shows_every_setting_of_every_pool() -> None:
     assert set(rows) == set(POOL_FIELDS)
     assert rows["on_demand_command"] == ["-", "-", "-", "-", "scale-up.sh"]
     assert rows["keep_last"] == ["3", "3", "2", "5", "3"]
+
+
+def test_an_explicit_pyproject_is_read_under_tool_spotsafe(tmp_path: Path) -> None:
+    config = tmp_path / "sub" / "pyproject.toml"
+    config.parent.mkdir()
+    config.write_text("[tool.spotsafe.pools.team]\nmax_failures = 0\n[pools.team]\nkeep_last = 1\n")
+    assert load_pools(config)["team"].max_failures == 0
+
+
+def test_pool_names_are_plain(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bad pool name"):
+        parse_pools({"pools": {"team\n": {}}}, source="f.toml")

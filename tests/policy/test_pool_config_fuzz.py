@@ -28,11 +28,20 @@ values = st.recursive(
     ),
     max_leaves=6,
 )
-keys = st.one_of(st.sampled_from([*POOL_FIELDS, "extends"]), st.text(max_size=16))
-tables = st.dictionaries(keys, st.one_of(values, st.sampled_from([*PRESETS, "nope"])), max_size=6)
-names = st.one_of(st.sampled_from([*PRESETS, "team"]), st.text(max_size=10))
+known_keys = st.sampled_from([*POOL_FIELDS, "extends"])
+keys = st.one_of(known_keys, known_keys, known_keys, st.text(max_size=16))
+# Mostly plausible numbers, so that valid pools are common and the checks past parsing run.
+plausible = st.integers(min_value=-2, max_value=5000) | st.floats(min_value=-1.0, max_value=5000.0)
+setting = st.one_of(plausible, plausible, values, st.sampled_from([*PRESETS, "nope"]))
+tables = st.dictionaries(keys, setting, max_size=4)
+known_names = st.sampled_from([*PRESETS, "team", "nightly"])
+names = st.one_of(known_names, known_names, st.text(max_size=10))
+pools_documents = st.fixed_dictionaries(
+    {"pools": st.dictionaries(names, st.one_of(tables, tables, values), max_size=3)}
+)
 documents = st.one_of(
-    st.fixed_dictionaries({"pools": st.dictionaries(names, st.one_of(tables, values), max_size=4)}),
+    pools_documents,
+    pools_documents,
     st.dictionaries(st.text(max_size=8), values, max_size=3),
 )
 

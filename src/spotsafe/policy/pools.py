@@ -67,7 +67,7 @@ DEFAULT_MTBI_PRIOR_S = 4 * 3600.0
 TOP_LEVEL_KEYS = frozenset({"pools"})
 
 # A pool name travels in SPOTSAFE_POOL and in TOML table headers: keep it plain.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 _EXTENDS = "extends"
 
@@ -299,7 +299,7 @@ def parse_pools(data: Mapping[str, object], *, source: str) -> dict[str, Pool]:
     allowed = [*POOL_FIELDS, _EXTENDS]
     for name, table in tables.items():
         where = f"{source}: [pools.{name}]"
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             raise ConfigError(
                 f"{where}: bad pool name: use letters, digits, '-' and '_' (at most 64)"
             )
