@@ -26,6 +26,8 @@ def test_public_surface_is_pinned_and_sorted() -> None:
         "PRESETS",
         "AttemptRecord",
         "Auto",
+        "Backoff",
+        "Budget",
         "Done",
         "EverySeconds",
         "EverySteps",

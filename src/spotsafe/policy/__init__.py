@@ -19,6 +19,8 @@ from spotsafe.policy.interval import (
 from spotsafe.policy.pools import PRESETS, Pool, format_pools, get_pool, load_pools
 from spotsafe.policy.retry import (
     AttemptRecord,
+    Backoff,
+    Budget,
     Done,
     ExitClass,
     GiveUp,
@@ -32,6 +34,8 @@ __all__ = [
     "PRESETS",
     "AttemptRecord",
     "Auto",
+    "Backoff",
+    "Budget",
     "Done",
     "EverySeconds",
     "EverySteps",

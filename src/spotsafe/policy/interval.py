@@ -34,6 +34,7 @@ __all__ = [
     "Auto",
     "EverySeconds",
     "EverySteps",
+    "IntervalDecision",
     "IntervalPolicy",
     "IntervalState",
     "MaxLostWork",
