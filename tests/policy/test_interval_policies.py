@@ -229,9 +229,10 @@ def run_fake_clock(
 def test_lost_work_stays_within_budget_on_a_fake_clock(
     budget_s: float, step_s: float, c_s: float, p_s: float
 ) -> None:
-    # Whenever one step after a save still fits (2C + P + step <= budget), the worst-case
-    # lost work T + C + P fits too, T being the time between save starts.
-    assume(2 * c_s + p_s + step_s <= budget_s)
+    # Whenever one step fits after a save's blocking time and after the persist floor
+    # (2C + P + step <= budget and C + 2P + step <= budget), the worst-case lost work
+    # T + C + P fits too, T being the time between save starts. Otherwise the floor wins.
+    assume(max(2 * c_s + p_s, c_s + 2 * p_s) + step_s <= budget_s)
     for policy in (MaxLostWork(max_lost_work_s=budget_s), Auto(max_lost_work_s=budget_s)):
         starts = run_fake_clock(policy, step_s=step_s, c_s=c_s, p_s=p_s, steps=400)
         gaps = [b - a for a, b in itertools.pairwise([0.0, *starts])]

@@ -46,7 +46,7 @@ documents = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(documents)
 def test_parse_pools_gives_pools_or_config_error(document: dict[str, object]) -> None:
     try:
@@ -58,7 +58,7 @@ def test_parse_pools_gives_pools_or_config_error(document: dict[str, object]) ->
     assert all(isinstance(pool, Pool) for pool in pools.values())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.sampled_from(POOL_FIELDS), values, max_size=5))
 def test_pool_gives_a_pool_or_config_error(kwargs: dict[str, object]) -> None:
     try:
