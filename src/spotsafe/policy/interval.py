@@ -290,8 +290,9 @@ class MaxLostWork:
     """Save as rarely as the lost-work budget allows: T + C + P <= `max_lost_work_s`.
 
     Saves at the last step boundary before the budget would be passed, and never sooner than
-    the persist time P after the previous save (saves would queue): when C + P alone exceed
-    the budget, the budget cannot be met and saves run back to back.
+    the persist time P after the previous save (saves would queue). The budget holds whenever
+    a step fits after a save's blocking time and after the floor,
+    max(2C + P, C + 2P) + step <= budget; otherwise the floor wins and the budget cannot be met.
 
     Example:
         >>> MaxLostWork(max_lost_work_s=600).decide(IntervalState(
