@@ -7,11 +7,13 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints-dev.txt
 	python3 -m venv $(VENV)
 	# torch first and pinned: the CPU build on disk; an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# constraints-dev.txt pins every dev dependency: reproducible, and pip resolves s3fs /
+	# aiobotocore / boto3 at once instead of backtracking through boto3 releases for minutes.
+	$(PY) -m pip install -q -c constraints-dev.txt -e '.[dev]'
 	touch $(STAMP)
 
 lint: venv

@@ -1,1 +1,50 @@
-"""spotsafe."""
+"""spotsafe: PyTorch training that survives spot and preemptible capacity.
+
+The public surface is short and pinned by a test (tests/test_public_surface.py). Names are
+imported on first use (PEP 562), so ``spotsafe report`` / ``simulate`` and the policy layer
+start without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from spotsafe._version import __version__
+
+if TYPE_CHECKING:
+    from spotsafe.checkpoint import Checkpointer, PendingSave, RestoreInfo, SaveInfo
+    from spotsafe.data import ResumableLoader
+    from spotsafe.state import TrainState
+
+_LAZY = {
+    "Checkpointer": "spotsafe.checkpoint",
+    "PendingSave": "spotsafe.checkpoint",
+    "RestoreInfo": "spotsafe.checkpoint",
+    "ResumableLoader": "spotsafe.data",
+    "SaveInfo": "spotsafe.checkpoint",
+    "TrainState": "spotsafe.state",
+}
+
+__all__ = [
+    "Checkpointer",
+    "PendingSave",
+    "RestoreInfo",
+    "ResumableLoader",
+    "SaveInfo",
+    "TrainState",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spotsafe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -97,12 +97,6 @@ def test_policies_do_not_import_randomness_or_clocks() -> None:
             assert not names & {"random", "time", "datetime"}, f"{path.name} imports {names}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/spotsafe/__init__.py imports spotsafe.checkpoint (torch) eagerly; importing "
-    "spotsafe.policy pulls torch in until the package root imports lazily (PEP 562 __getattr__). "
-    "Remove this marker when that lands.",
-)
 def test_importing_policy_does_not_import_torch() -> None:
     code = "import sys, spotsafe.policy; sys.exit(1 if 'torch' in sys.modules else 0)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)

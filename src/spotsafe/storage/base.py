@@ -5,10 +5,10 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Iterable
-from typing import Union
+from typing import TypeAlias
 
 # Anything the buffer protocol accepts: bytes, bytearray, memoryview, numpy arrays.
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 _USERINFO = re.compile(r"(?<=://)[^/@]+@")
 _SECRET_QUERY = re.compile(

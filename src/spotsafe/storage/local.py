@@ -110,13 +110,11 @@ class LocalStore(Store):
         full = self._path(path)
         try:
             with open(full, "rb", buffering=0) as f:
-                got = f.readinto(out)  # type: ignore[attr-defined]
+                got = f.readinto(out)
         except OSError as e:
             raise _storage_error("read", full, e) from e
         if got != len(out):
-            raise StorageError(
-                f"{full}: expected {len(out)} bytes, read {got}", retryable=False
-            )
+            raise StorageError(f"{full}: expected {len(out)} bytes, read {got}", retryable=False)
 
     def list(self, prefix: str = "") -> dict[str, int]:
         base = self._path(prefix) if prefix else self.root

@@ -34,6 +34,10 @@ def store_from_env(store: str | os.PathLike[str] | Store | None) -> Store:
 def open_store(url: str | os.PathLike[str], **options: Any) -> Store:
     """Open the store at ``url``: a local path, ``file://`` URL or any fsspec URL.
 
+    ``s3://bucket/prefix`` opens an :class:`~spotsafe.storage.s3.S3Store`; ``options`` are
+    the fields of :class:`~spotsafe.storage.s3.S3Options` (``part_size``, ``concurrency``,
+    ``retry_deadline_s``, ``endpoint_url``, ...). For other protocols they go to fsspec.
+
     Example:
         >>> open_store("memory://spotsafe-doc").url
         'memory://spotsafe-doc'
@@ -46,13 +50,21 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> Store:
     protocol = text.split("://", 1)[0].lower()
     if protocol == "file":
         return LocalStore(text.split("://", 1)[1])
+    if protocol in ("s3", "s3a"):
+        # Our own S3 client: parallel multipart, a bounded retry loop and no global RNG
+        # draws (see spotsafe.storage.s3); every other protocol goes through fsspec.
+        from spotsafe.storage.s3 import S3Store
+
+        return S3Store(text, **options)
     import fsspec
 
     try:
         fs, root = fsspec.url_to_fs(text, **options)
     except ImportError as e:
         extra = _EXTRAS.get(protocol)
-        hint = f"pip install 'spotsafe[{extra}]'" if extra else f"install fsspec's {protocol} backend"
+        hint = (
+            f"pip install 'spotsafe[{extra}]'" if extra else f"install fsspec's {protocol} backend"
+        )
         raise ConfigError(
             f"store {redact_url(text)}: the {protocol}:// backend is not installed ({hint})"
         ) from e

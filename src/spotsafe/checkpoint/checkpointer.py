@@ -1,0 +1,795 @@
+"""The Checkpointer: commit, discover, verify, restore and prune checkpoints in a store.
+
+Invariants (each has a test that tries to break it):
+
+- A checkpoint exists only once its manifest is written, last, after every data file is
+  durable. A reader never sees a partial checkpoint as valid.
+- Discovery lists the store once and lets errors propagate: an unreadable store is an error,
+  never "no checkpoint".
+- Restore verifies sizes and checksums before loading, quarantines what fails and falls back
+  to the next newest checkpoint.
+- Retention runs only after a newer checkpoint has committed, and never deletes the newest
+  checkpoints, the one this run resumed from, or a file a kept checkpoint refers to.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+from spotsafe.checkpoint import layout, tree
+from spotsafe.checkpoint.manifest import (
+    CHECKPOINTS_DIR,
+    MANIFEST_NAME,
+    QUARANTINE_NAME,
+    Manifest,
+    TensorEntry,
+    checkpoint_dir,
+    parse_checkpoint_dir,
+)
+from spotsafe.errors import (
+    CheckpointCorrupt,
+    CheckpointMismatch,
+    CheckpointNotFound,
+    ConfigError,
+    NoValidCheckpoint,
+    ObjectMissing,
+    StorageError,
+)
+from spotsafe.state import ENV_ATTEMPT, ENV_JOB_ID, TrainState
+from spotsafe.storage import Store, store_from_env
+from spotsafe.storage.ephemeral import check_store_durable
+
+log = logging.getLogger("spotsafe")
+
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024  # one data file per 256 MiB: parallel writes, bounded reads
+DEFAULT_IO_THREADS = 4
+
+EventHook = Callable[..., None]
+
+
+class Status(str, Enum):
+    """What discovery can tell about a checkpoint directory."""
+
+    VALID = "valid"  #: verified (or, in a listing, manifest and sizes check out)
+    PARTIAL = "partial"  #: no manifest: a write that never committed
+    CORRUPT = "corrupt"  #: failed verification
+    QUARANTINED = "quarantined"  #: failed verification earlier; never picked again
+    FOREIGN = "foreign"  #: a valid checkpoint of another job
+    SHARED = "shared"  #: pruned, but its data files are still used by kept checkpoints
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointListing:
+    """One checkpoint directory as discovery sees it."""
+
+    path: str  #: store path of the directory
+    step: int
+    status: Status
+    size: int  #: bytes of the files in the directory
+    created_at: float | None = None
+    reason: str = ""  #: why it is not valid
+    manifest: Manifest | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaveInfo:
+    """What one committed save did."""
+
+    step: int
+    path: str
+    bytes_written: int  #: new bytes this save wrote (the rest is shared with earlier saves)
+    bytes_total: int  #: bytes of every file the checkpoint needs
+    blocking_s: float  #: time the training thread was held
+    persist_s: float  #: time from the call until the manifest was durable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreInfo:
+    """What :meth:`Checkpointer.restore` loaded."""
+
+    step: int
+    epoch: int
+    path: str
+    manifest: Manifest
+    skipped: list[tuple[str, str]] = field(default_factory=list)  #: (path, why) passed over
+    load_s: float = 0.0
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether a newer checkpoint was passed over as invalid."""
+        return bool(self.skipped)
+
+
+class PendingSave:
+    """A save running in the background; ``wait()`` for it or ask ``done()``."""
+
+    def __init__(self, future: cf.Future[SaveInfo], step: int) -> None:
+        self._future = future
+        self.step = step
+
+    def done(self) -> bool:
+        """Whether the save has finished (committed or failed)."""
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> SaveInfo:
+        """Block until the checkpoint is committed; re-raise the error if it failed."""
+        return self._future.result(timeout)
+
+
+class Checkpointer:
+    """Saves and restores :class:`~spotsafe.TrainState` in a durable store.
+
+    Args:
+        store: a local path, an fsspec URL (``s3://bucket/run``) or a Store; None means
+            ``$SPOTSAFE_STORE``.
+        keep_last: how many committed checkpoints to keep (at least 2, so that a
+            checkpoint that turns out corrupt always has a predecessor).
+        job_id: the job the checkpoints belong to; default ``$SPOTSAFE_JOB_ID``. A
+            checkpoint of another job is never loaded.
+        allow_ephemeral: allow a store that vanishes with the machine (tmpfs, /tmp on a
+            cloud VM, memory://); default ``$SPOTSAFE_ALLOW_EPHEMERAL``.
+        incremental: do not rewrite tensors whose bytes did not change since the last save.
+        shard_bytes: target size of one data file.
+        io_threads: files written or read at once.
+        on_event: called as ``on_event(kind, **fields)`` for saves, restores, fallbacks.
+
+    Example:
+        >>> import tempfile, torch, spotsafe
+        >>> model = torch.nn.Linear(2, 1)
+        >>> state = spotsafe.TrainState(model=model)
+        >>> ckpt = spotsafe.Checkpointer(tempfile.mkdtemp(), allow_ephemeral=True)
+        >>> ckpt.restore(state) is None
+        True
+        >>> state.step = 10
+        >>> ckpt.save(state).step
+        10
+        >>> ckpt.restore(state).step
+        10
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str] | Store | None = None,
+        *,
+        keep_last: int = 3,
+        job_id: str | None = None,
+        allow_ephemeral: bool | None = None,
+        incremental: bool = True,
+        shard_bytes: int = DEFAULT_SHARD_BYTES,
+        io_threads: int = DEFAULT_IO_THREADS,
+        on_event: EventHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(keep_last, int) or keep_last < 2:
+            raise ConfigError(
+                f"keep_last={keep_last!r}: must be an int >= 2, so that a corrupt newest"
+                " checkpoint always has a valid predecessor"
+            )
+        if shard_bytes < layout.ALIGN:
+            raise ConfigError(f"shard_bytes={shard_bytes!r}: must be at least {layout.ALIGN}")
+        if io_threads < 1:
+            raise ConfigError(f"io_threads={io_threads!r}: must be at least 1")
+        self.store = store_from_env(store)
+        _check_durable(self.store, allow_ephemeral)
+        self.keep_last = keep_last
+        self.job_id = job_id if job_id is not None else (os.environ.get(ENV_JOB_ID) or None)
+        attempt = os.environ.get(ENV_ATTEMPT, "")
+        self.attempt = int(attempt) if attempt.isdigit() else None
+        self.generation: int | None = self.attempt
+        self.incremental = incremental
+        self.shard_bytes = shard_bytes
+        self.io_threads = io_threads
+        self.on_event = on_event
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.writer = secrets.token_hex(8)  # os.urandom: never touches the training RNGs
+
+        self._lock = threading.Lock()
+        self._manifests: dict[str, Manifest] = {}  # path -> manifest; manifests are immutable
+        self._last: tuple[str, Manifest] | None = None  # newest committed by us or restored
+        self._resumed_from: str | None = None
+        self._inflight: set[str] = set()
+        self._pending: PendingSave | None = None
+        self._background_error: BaseException | None = None
+        self._executor: cf.ThreadPoolExecutor | None = None
+        self._buffers: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, state: TrainState) -> SaveInfo:
+        """Commit a checkpoint of ``state`` at ``state.step``; durable when this returns."""
+        t0 = self.clock()
+        self._raise_background_error()
+        self.wait()
+        encoded, tensors, meta = self._capture(state)
+        parts = [_to_cpu_bytes(t) for t in tensors]
+        return self._persist(state.step, state.epoch, encoded, parts, meta, t0, t0)
+
+    def save_async(self, state: TrainState) -> PendingSave:
+        """Snapshot ``state`` now and commit it in the background.
+
+        The training thread is held only to copy tensors into reusable host buffers; the
+        checkpoint holds the values of this moment even if training changes them right
+        after. One save is in flight at a time: a second call waits for the first.
+        """
+        t0 = self.clock()
+        self._raise_background_error()
+        self.wait()
+        encoded, tensors, meta = self._capture(state)
+        parts = self._snapshot(tensors)
+        blocked_until = self.clock()
+        if self._executor is None:
+            self._executor = cf.ThreadPoolExecutor(1, thread_name_prefix="spotsafe-save")
+        step, epoch = state.step, state.epoch
+        future = self._executor.submit(
+            self._persist_in_background, step, epoch, encoded, parts, meta, t0, blocked_until
+        )
+        pending = PendingSave(future, step)
+        self._pending = pending
+        return pending
+
+    def wait(self) -> SaveInfo | None:
+        """Wait for the save in flight, if any; re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        try:
+            return pending.wait()
+        finally:
+            self._background_error = None  # reported here; do not raise it twice
+
+    def close(self) -> None:
+        """Wait for the save in flight and stop the background thread."""
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _raise_background_error(self) -> None:
+        pending = self._pending
+        if pending is not None and pending.done():
+            self.wait()  # raises the background error, once
+
+    def _capture(self, state: TrainState) -> tuple[Any, list[torch.Tensor], dict[str, Any]]:
+        tensors: list[torch.Tensor] = []
+        encoded = tree.encode(state.state_dict(), tensors)
+        meta = state.metadata()
+        meta["layouts"] = [(tree.dtype_name(t.dtype), list(t.shape)) for t in tensors]
+        if self.job_id is not None:
+            meta["job_id"] = self.job_id
+        return encoded, tensors, meta
+
+    def _snapshot(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Copy every tensor's bytes into reusable host buffers."""
+        use_pinned = torch.cuda.is_available() and any(t.is_cuda for t in tensors)
+        parts: list[torch.Tensor] = []
+        for i, t in enumerate(tensors):
+            src = t.detach()
+            nbytes = src.numel() * src.element_size()
+            if i < len(self._buffers) and self._buffers[i].numel() == nbytes:
+                buf = self._buffers[i]
+            else:
+                buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=use_pinned)
+                if i < len(self._buffers):
+                    self._buffers[i] = buf
+                else:
+                    self._buffers.append(buf)
+            if nbytes:
+                src = src.contiguous()
+                buf.copy_(layout.byte_view(src), non_blocking=src.is_cuda)
+            parts.append(buf)
+        del self._buffers[len(tensors) :]
+        if use_pinned:
+            torch.cuda.synchronize()
+        return parts
+
+    def _persist_in_background(
+        self,
+        step: int,
+        epoch: int,
+        encoded: Any,
+        parts: list[torch.Tensor],
+        meta: dict[str, Any],
+        t0: float,
+        blocked_until: float,
+    ) -> SaveInfo:
+        try:
+            return self._persist(step, epoch, encoded, parts, meta, t0, blocked_until)
+        except BaseException as e:
+            self._background_error = e
+            raise
+
+    def _persist(
+        self,
+        step: int,
+        epoch: int,
+        encoded: Any,
+        parts: list[torch.Tensor],
+        meta: dict[str, Any],
+        t0: float,
+        blocked_until: float,
+    ) -> SaveInfo:
+        directory = checkpoint_dir(step, secrets.token_hex(4))
+        with self._lock:
+            self._inflight.add(directory)
+        try:
+            entries, files, written = self._write_data(directory, parts, meta["layouts"])
+            manifest = Manifest(
+                step=step,
+                epoch=epoch,
+                created_at=self.wall_clock(),
+                writer=self.writer,
+                job_id=meta["job_id"],
+                attempt=meta["attempt"],
+                generation=self.generation,
+                world_size=meta["world_size"],
+                versions=meta["versions"],
+                config_fingerprint=meta["config_fingerprint"],
+                files=files,
+                tensors=entries,
+                tree=encoded,
+            )
+            # The commit: the manifest goes last, after every data file is durable.
+            self.store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
+        finally:
+            with self._lock:
+                self._inflight.discard(directory)
+        with self._lock:
+            self._manifests[directory] = manifest
+            self._last = (directory, manifest)
+        done = self.clock()
+        info = SaveInfo(
+            step=step,
+            path=f"{self.store.url}/{directory}",
+            bytes_written=written,
+            bytes_total=manifest.total_bytes,
+            blocking_s=blocked_until - t0 if blocked_until > t0 else done - t0,
+            persist_s=done - t0,
+        )
+        log.info("checkpoint step %d committed: %s (%d bytes new)", step, info.path, written)
+        self._emit(
+            "save",
+            step=step,
+            path=directory,
+            bytes_written=written,
+            bytes_total=info.bytes_total,
+            blocking_s=info.blocking_s,
+            persist_s=info.persist_s,
+        )
+        self.prune()
+        return info
+
+    def _write_data(
+        self, directory: str, parts: list[torch.Tensor], layouts: list[tuple[str, list[int]]]
+    ) -> tuple[list[TensorEntry], dict[str, int], int]:
+        """Write the tensors not already stored; return their entries and the files used."""
+        hashes = self._map(layout.hash_span, parts)
+        previous: dict[tuple[str, int], TensorEntry] = {}
+        last = self._last
+        if self.incremental and last is not None:
+            previous = {(e.xxh3, e.nbytes): e for e in last[1].tensors}
+        entries: list[TensorEntry | None] = [None] * len(parts)
+        shards: list[list[int]] = []
+        shard_size = self.shard_bytes  # force a new shard for the first new tensor
+        for i, (part, digest) in enumerate(zip(parts, hashes, strict=True)):
+            old = previous.get((digest, part.numel()))
+            if old is not None:
+                dtype, shape = layouts[i]
+                entries[i] = dataclasses.replace(old, dtype=dtype, shape=shape)
+                continue
+            span = layout.span_of(part.numel())
+            if shard_size + span > self.shard_bytes and (shard_size > 0 or not shards):
+                shards.append([])
+                shard_size = 0
+            shards[-1].append(i)
+            shard_size += span
+
+        def write_shard(k: int) -> tuple[str, int]:
+            path = f"{directory}/data-{k:03d}.bin"
+            members = shards[k]
+            size = self.store.write(path, layout.chunks_with_padding([parts[i] for i in members]))
+            return path, size
+
+        files: dict[str, int] = {}
+        written = 0
+        for k, (path, size) in enumerate(self._map(write_shard, range(len(shards)))):
+            files[path] = size
+            written += size
+            offset = 0
+            for i in shards[k]:
+                n = parts[i].numel()
+                dtype, shape = layouts[i]
+                entries[i] = TensorEntry(
+                    file=path,
+                    offset=offset,
+                    nbytes=n,
+                    span=layout.span_of(n),
+                    dtype=dtype,
+                    shape=shape,
+                    xxh3=hashes[i],
+                )
+                offset += layout.span_of(n)
+        final: list[TensorEntry] = []
+        for e in entries:
+            assert e is not None
+            if e.file not in files:
+                files[e.file] = self._file_size(e.file)
+            final.append(e)
+        return final, files, written
+
+    def _file_size(self, path: str) -> int:
+        last = self._last
+        assert last is not None
+        return last[1].files[path]
+
+    # ---------------------------------------------------------------- discovery
+
+    def checkpoints(self, *, verify_sizes: bool = True) -> list[CheckpointListing]:
+        """Every checkpoint directory in the store, newest first, from one listing.
+
+        Cheap: reads manifests (small) and compares sizes, never the data files.
+        """
+        listed = self.store.list(CHECKPOINTS_DIR)
+        dirs: dict[str, dict[str, int]] = {}
+        for path, size in listed.items():
+            full = f"{CHECKPOINTS_DIR}/{path}" if not path.startswith(CHECKPOINTS_DIR) else path
+            directory, _, name = full.rpartition("/")
+            if parse_checkpoint_dir(directory) is None:
+                continue
+            dirs.setdefault(directory, {})[name] = size
+        all_sizes = {f"{d}/{n}": s for d, files in dirs.items() for n, s in files.items()}
+        out: list[CheckpointListing] = []
+        for directory, files in dirs.items():
+            step = parse_checkpoint_dir(directory)
+            assert step is not None
+            size = sum(s for n, s in files.items())
+            common: dict[str, Any] = {"path": directory, "step": step, "size": size}
+            if QUARANTINE_NAME in files:
+                reason = self._quarantine_reason(directory)
+                out.append(CheckpointListing(status=Status.QUARANTINED, reason=reason, **common))
+                continue
+            if MANIFEST_NAME not in files:
+                out.append(CheckpointListing(status=Status.PARTIAL, reason="no manifest", **common))
+                continue
+            try:
+                manifest = self._read_manifest(directory)
+                if verify_sizes:
+                    _check_sizes(manifest, all_sizes, directory)
+            except CheckpointCorrupt as e:
+                out.append(CheckpointListing(status=Status.CORRUPT, reason=str(e), **common))
+                continue
+            status, reason = Status.VALID, ""
+            if self.job_id is not None and manifest.job_id not in (None, self.job_id):
+                status, reason = Status.FOREIGN, f"written by job {manifest.job_id!r}"
+            out.append(
+                CheckpointListing(
+                    status=status,
+                    reason=reason,
+                    created_at=manifest.created_at,
+                    manifest=manifest,
+                    **common,
+                )
+            )
+        # A pruned checkpoint whose files are still used is shared data, not a partial write.
+        used = {f for c in out if c.manifest is not None for f in c.manifest.files}
+        out = [
+            CheckpointListing(
+                path=c.path, step=c.step, status=Status.SHARED, size=c.size, reason="data only"
+            )
+            if c.status is Status.PARTIAL and any(f.startswith(c.path + "/") for f in used)
+            else c
+            for c in out
+        ]
+        out.sort(key=lambda c: (c.step, c.created_at or 0.0, c.path), reverse=True)
+        return out
+
+    def _read_manifest(self, directory: str) -> Manifest:
+        cached = self._manifests.get(directory)
+        if cached is not None:
+            return cached
+        where = f"{self.store.url}/{directory}"
+        try:
+            data = self.store.read_bytes(f"{directory}/{MANIFEST_NAME}")
+        except ObjectMissing as e:
+            raise CheckpointCorrupt(f"{where}: manifest vanished") from e
+        manifest = Manifest.from_bytes(data, where)
+        if parse_checkpoint_dir(directory) != manifest.step:
+            raise CheckpointCorrupt(f"{where}: manifest says step {manifest.step}")
+        with self._lock:
+            self._manifests[directory] = manifest
+        return manifest
+
+    def _quarantine_reason(self, directory: str) -> str:
+        try:
+            data = json.loads(self.store.read_bytes(f"{directory}/{QUARANTINE_NAME}"))
+            return str(data.get("reason", ""))
+        except (StorageError, ValueError, AttributeError):
+            return "quarantined"
+
+    # ---------------------------------------------------------------- restoring
+
+    def restore(
+        self,
+        state: TrainState,
+        *,
+        step: int | None = None,
+        fresh_start_ok: bool = False,
+        allow_config_change: bool = False,
+    ) -> RestoreInfo | None:
+        """Load the newest valid checkpoint into ``state``.
+
+        Checkpoints that fail verification are skipped with a warning, quarantined so they
+        are never picked again, and restore falls back to the next newest.
+
+        Args:
+            state: the state to load into.
+            step: load this step instead of the newest.
+            fresh_start_ok: return None instead of raising when checkpoints exist but none
+                is valid.
+            allow_config_change: load a checkpoint written under another config fingerprint.
+
+        Returns:
+            What was loaded, or None when the store holds no checkpoint.
+
+        Raises:
+            StorageError: the store could not be read (never mistaken for "no checkpoint").
+            NoValidCheckpoint: checkpoints exist, none is valid.
+            CheckpointMismatch: the newest valid checkpoint has another config fingerprint.
+        """
+        t0 = self.clock()
+        self.wait()
+        listing = self.checkpoints(verify_sizes=False)
+        all_sizes = self._all_sizes(listing)
+        candidates = [c for c in listing if c.status in (Status.VALID, Status.CORRUPT)]
+        if step is not None:
+            candidates = [c for c in candidates if c.step == step]
+            if not candidates:
+                raise CheckpointNotFound(f"{self.store.url}: no checkpoint at step {step}")
+        skipped: list[tuple[str, str]] = []
+        for c in listing:
+            if c.status is Status.FOREIGN:
+                log.warning("skipping %s/%s: %s", self.store.url, c.path, c.reason)
+                skipped.append((c.path, c.reason))
+        for c in candidates:
+            try:
+                if c.manifest is None:
+                    raise CheckpointCorrupt(c.reason)
+                manifest = c.manifest
+                if (
+                    manifest.config_fingerprint
+                    and state.config_fingerprint
+                    and manifest.config_fingerprint != state.config_fingerprint
+                    and not allow_config_change
+                ):
+                    raise CheckpointMismatch(
+                        f"{self.store.url}/{c.path} was written with config fingerprint"
+                        f" {manifest.config_fingerprint}, this run has"
+                        f" {state.config_fingerprint}; resume with the same config, or pass"
+                        " allow_config_change=True to load it anyway"
+                    )
+                _check_sizes(manifest, all_sizes, f"{self.store.url}/{c.path}")
+                tensors = self._load_tensors(manifest, c.path)
+                decoded = tree.decode(manifest.tree, tensors)
+            except CheckpointCorrupt as e:
+                self._quarantine(c.path, str(e))
+                skipped.append((c.path, str(e)))
+                continue
+            state.load_state_dict(decoded)
+            self._resumed_from = c.path
+            with self._lock:
+                self._last = (c.path, manifest)
+            info = RestoreInfo(
+                step=manifest.step,
+                epoch=manifest.epoch,
+                path=f"{self.store.url}/{c.path}",
+                manifest=manifest,
+                skipped=skipped,
+                load_s=self.clock() - t0,
+            )
+            log.info("resumed from %s (step %d)", info.path, info.step)
+            self._emit(
+                "restore",
+                step=info.step,
+                path=c.path,
+                skipped=[p for p, _ in skipped],
+                load_s=info.load_s,
+            )
+            return info
+        tried = [c for c in candidates] + [c for c in listing if c.status is Status.QUARANTINED]
+        if not tried:
+            log.info("no checkpoint in %s: starting fresh", self.store.url)
+            self._emit("restore", step=None, path=None, skipped=[p for p, _ in skipped])
+            return None
+        if fresh_start_ok:
+            log.warning("no valid checkpoint in %s: starting fresh as asked", self.store.url)
+            self._emit("restore", step=None, path=None, skipped=[p for p, _ in skipped])
+            return None
+        reasons = "; ".join(f"{p}: {r}" for p, r in skipped) or "all quarantined earlier"
+        raise NoValidCheckpoint(
+            f"{self.store.url} holds {len(tried)} checkpoint(s) but none is valid ({reasons})."
+            " Inspect them with `spotsafe ls`, or pass fresh_start_ok=True to start over"
+        )
+
+    def _all_sizes(self, listing: Iterable[CheckpointListing]) -> dict[str, int]:
+        listed = self.store.list(CHECKPOINTS_DIR)
+        return {
+            (p if p.startswith(CHECKPOINTS_DIR + "/") else f"{CHECKPOINTS_DIR}/{p}"): s
+            for p, s in listed.items()
+        }
+
+    def _load_tensors(self, manifest: Manifest, directory: str) -> list[torch.Tensor]:
+        """Read and verify every tensor of ``manifest``."""
+        by_file: dict[str, list[int]] = {}
+        for i, e in enumerate(manifest.tensors):
+            by_file.setdefault(e.file, []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(manifest.tensors)
+
+        def load_file(path: str) -> None:
+            members = by_file[path]
+            size = manifest.files.get(path)
+            if size is None:
+                raise CheckpointCorrupt(f"{directory}: tensor file {path} is not in the manifest")
+            used = sum(manifest.tensors[i].span for i in members)
+            try:
+                if used == size:
+                    buf = torch.empty(size, dtype=torch.uint8)
+                    if size:
+                        self.store.read_into(path, layout.bytes_of(buf))
+                    views = {i: buf[manifest.tensors[i].offset :] for i in members}
+                else:
+                    views = {}
+                    for i in members:
+                        e = manifest.tensors[i]
+                        raw = self.store.read_range(path, e.offset, e.offset + e.span)
+                        views[i] = (
+                            torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+                            if raw
+                            else (torch.empty(0, dtype=torch.uint8))
+                        )
+            except ObjectMissing as e:
+                raise CheckpointCorrupt(f"{directory}: data file {path} is missing") from e
+            for i in members:
+                entry = manifest.tensors[i]
+                span = views[i][: entry.span]
+                if (
+                    span.numel() != entry.span
+                    or layout.hash_span(span[: entry.nbytes]) != entry.xxh3
+                ):
+                    raise CheckpointCorrupt(
+                        f"{directory}: checksum mismatch in {path} at byte {entry.offset}"
+                    )
+                out[i] = _tensor_from_bytes(span[: entry.nbytes], entry, directory)
+
+        for _ in self._map(load_file, list(by_file)):
+            pass
+        return [t for t in out if t is not None]
+
+    def _quarantine(self, directory: str, reason: str) -> None:
+        log.warning(
+            "checkpoint %s/%s is invalid and is quarantined: %s", self.store.url, directory, reason
+        )
+        self._emit("quarantine", path=directory, reason=reason)
+        body = json.dumps({"reason": reason, "at": self.wall_clock(), "by": self.writer})
+        try:
+            self.store.write_bytes(f"{directory}/{QUARANTINE_NAME}", body.encode())
+        except StorageError as e:
+            # Quarantine is bookkeeping: without it the next restore verifies (and skips)
+            # this checkpoint again, which costs time but never loads it.
+            log.warning("could not quarantine %s: %s", directory, e)
+
+    # ---------------------------------------------------------------- retention
+
+    def prune(self) -> list[str]:
+        """Delete old checkpoints beyond ``keep_last`` and leftovers of dead writes.
+
+        Returns the store paths deleted.
+        """
+        listing = self.checkpoints(verify_sizes=False)
+        committed = [c for c in listing if c.status is Status.VALID and c.manifest is not None]
+        keep = {c.path for c in committed[: self.keep_last]}
+        if self._resumed_from is not None:
+            keep.add(self._resumed_from)
+        last = self._last
+        if last is not None:
+            keep.add(last[0])
+        with self._lock:
+            inflight = set(self._inflight)
+        kept_manifests = [c.manifest for c in committed if c.path in keep and c.manifest]
+        referenced = {f for m in kept_manifests for f in m.files}
+        oldest_kept = min((c.step for c in committed if c.path in keep), default=None)
+        sizes = self._all_sizes(listing)
+        deleted: list[str] = []
+        for c in listing:
+            if c.path in keep or c.path in inflight or c.status is Status.FOREIGN:
+                continue
+            newer_than_ours = last is None or c.step > last[1].step
+            if c.status in (Status.PARTIAL, Status.SHARED) and newer_than_ours:
+                continue  # possibly a newer writer's save in progress: not ours to judge
+            recent = oldest_kept is None or c.step >= oldest_kept
+            if c.status in (Status.QUARANTINED, Status.CORRUPT) and recent:
+                continue  # keep recent bad ones for inspection
+            own = [p for p in sizes if p.startswith(c.path + "/")]
+            manifest = f"{c.path}/{MANIFEST_NAME}"
+            if manifest in own:
+                # Manifest first: once it is gone the directory is no longer a checkpoint.
+                self.store.delete([manifest])
+            doomed = [p for p in own if p not in referenced and p != manifest]
+            self.store.delete(doomed)
+            deleted.extend(([manifest] if manifest in own else []) + doomed)
+            with self._lock:
+                self._manifests.pop(c.path, None)
+        if deleted:
+            self._emit("prune", paths=deleted)
+        return deleted
+
+    # ------------------------------------------------------------------ helpers
+
+    def _map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        items = list(items)
+        if len(items) <= 1 or self.io_threads == 1:
+            return [fn(x) for x in items]
+        with cf.ThreadPoolExecutor(min(self.io_threads, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(kind, **fields)
+        except Exception:
+            # An event sink must never break a save or a restore; its failure is logged.
+            log.exception("event hook failed for %s", kind)
+
+
+def _check_sizes(manifest: Manifest, sizes: dict[str, int], where: str) -> None:
+    for path, size in manifest.files.items():
+        got = sizes.get(path)
+        if got is None:
+            raise CheckpointCorrupt(f"{where}: data file {path} is missing")
+        if got != size:
+            raise CheckpointCorrupt(f"{where}: {path} has {got} bytes, the manifest says {size}")
+
+
+def _to_cpu_bytes(t: torch.Tensor) -> torch.Tensor:
+    src = t.detach()
+    if src.device.type != "cpu":
+        src = src.cpu()
+    return layout.byte_view(src.contiguous())
+
+
+def _tensor_from_bytes(data: torch.Tensor, entry: TensorEntry, where: str) -> torch.Tensor:
+    dtype = tree.dtype_from_name(entry.dtype)
+    shape = entry.shape
+    try:
+        if data.numel() == 0:
+            return torch.empty(shape, dtype=dtype)
+        return data.view(dtype).reshape(shape)
+    except RuntimeError as e:
+        raise CheckpointCorrupt(f"{where}: tensor bytes do not fit {entry.dtype}{shape}") from e
+
+
+def _check_durable(store: Store, allow_ephemeral: bool | None) -> None:
+    """Refuse a store that vanishes with the machine (see spotsafe.storage.ephemeral)."""
+    check_store_durable(store.url, allow_ephemeral=allow_ephemeral)

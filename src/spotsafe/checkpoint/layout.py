@@ -1,0 +1,50 @@
+"""Tensor bytes on disk: 64-byte aligned spans, hashed with xxh3-128."""
+
+from __future__ import annotations
+
+import torch
+import xxhash
+
+ALIGN = 64  # bytes: every tensor starts 64-byte aligned, so loaded views need no copy
+_ZEROS = bytes(ALIGN)
+
+
+def span_of(nbytes: int) -> int:
+    """Bytes a tensor of ``nbytes`` occupies in a data file, padding included."""
+    return (nbytes + ALIGN - 1) // ALIGN * ALIGN
+
+
+def byte_view(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of a contiguous CPU tensor as a flat uint8 tensor (no copy)."""
+    flat = t.reshape(-1)
+    return flat.view(torch.uint8) if flat.dtype != torch.uint8 else flat
+
+
+def hash_span(data: torch.Tensor) -> str:
+    """xxh3-128 of a uint8 tensor's bytes followed by its zero padding."""
+    h = xxhash.xxh3_128()
+    n = data.numel()
+    if n:
+        h.update(bytes_of(data))
+    pad = span_of(n) - n
+    if pad:
+        h.update(_ZEROS[:pad])
+    return h.hexdigest()
+
+
+def chunks_with_padding(parts: list[torch.Tensor]) -> list[memoryview | bytes]:
+    """The write chunks for tensors laid out one after another, each padded to ALIGN."""
+    out: list[memoryview | bytes] = []
+    for p in parts:
+        n = p.numel()
+        if n:
+            out.append(bytes_of(p))
+        pad = span_of(n) - n
+        if pad:
+            out.append(_ZEROS[:pad])
+    return out
+
+
+def bytes_of(t: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous uint8 CPU tensor, without a copy."""
+    return memoryview(t.numpy())  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""TrainState: everything a run needs to continue exactly where it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from spotsafe import rng
+from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch, ConfigError
+
+ENV_JOB_ID = "SPOTSAFE_JOB_ID"
+ENV_ATTEMPT = "SPOTSAFE_ATTEMPT"
+ENV_POOL = "SPOTSAFE_POOL"
+
+_RESERVED = {"step", "epoch", "config"}
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """Anything with ``state_dict()`` and ``load_state_dict()``."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state_dict: Any) -> Any: ...
+
+
+def config_fingerprint(config: Mapping[str, Any] | str) -> str:
+    """A short stable hash of a run's config (a JSON-able mapping, or a string)."""
+    text = config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class TrainState:
+    """The full state of a training run: your objects, the counters, every RNG.
+
+    Args:
+        config: optional run config (a JSON-able mapping or a string); its fingerprint is
+            stored in each checkpoint and checked on resume.
+        **objects: anything with ``state_dict()`` / ``load_state_dict()``: the model, the
+            optimizer, the LR scheduler, an AMP GradScaler, a data loader, your own objects.
+
+    Example:
+        >>> import torch, spotsafe
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> state = spotsafe.TrainState(model=model, optimizer=opt)
+        >>> state.step, state.epoch
+        (0, 0)
+    """
+
+    def __init__(self, *, config: Mapping[str, Any] | str | None = None, **objects: Any) -> None:
+        for name, obj in objects.items():
+            if not isinstance(obj, Stateful):
+                raise ConfigError(
+                    f"TrainState({name}=...): a {type(obj).__name__} has no state_dict() /"
+                    " load_state_dict(); pass objects that do (model, optimizer, scheduler,"
+                    " GradScaler, StatefulDataLoader or spotsafe.ResumableLoader)"
+                )
+        self.objects: dict[str, Any] = dict(objects)
+        self.step = 0
+        self.epoch = 0
+        self.config_fingerprint = None if config is None else config_fingerprint(config)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state to checkpoint: objects, counters and every RNG."""
+        return {
+            "objects": {name: obj.state_dict() for name, obj in self.objects.items()},
+            "step": self.step,
+            "epoch": self.epoch,
+            "rng": rng.capture(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load ``state``; the RNGs last, so nothing loaded afterwards draws from them."""
+        try:
+            saved = state["objects"]
+            missing = set(self.objects) - set(saved)
+            if missing:
+                raise CheckpointCorrupt(
+                    f"the checkpoint has no state for {sorted(missing)}; it holds {sorted(saved)}"
+                )
+            for name, obj in self.objects.items():
+                try:
+                    obj.load_state_dict(saved[name])
+                except (RuntimeError, ValueError, TypeError) as e:
+                    raise CheckpointMismatch(
+                        f"the checkpoint's {name!r} does not fit this run's {name!r}"
+                        f" ({type(obj).__name__}): {e}. Did the model or optimizer change?"
+                    ) from e
+            self.step = int(state["step"])
+            self.epoch = int(state["epoch"])
+            rng.restore(state["rng"])
+        except KeyError as e:
+            raise CheckpointCorrupt(f"the checkpoint state has no {e}") from e
+
+    def metadata(self) -> dict[str, Any]:
+        """Who wrote the state, with what: job, attempt, world size, versions, time."""
+        import torch
+
+        from spotsafe._version import __version__
+
+        attempt = os.environ.get(ENV_ATTEMPT)
+        return {
+            "job_id": os.environ.get(ENV_JOB_ID) or None,
+            "attempt": int(attempt) if attempt and attempt.isdigit() else None,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "versions": {
+                "spotsafe": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+            "config_fingerprint": self.config_fingerprint,
+            "wall_time": time.time(),
+        }
+
+    def __repr__(self) -> str:
+        return f"TrainState(step={self.step}, epoch={self.epoch}, objects={sorted(self.objects)})"

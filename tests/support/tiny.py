@@ -1,0 +1,27 @@
+"""A tiny model state for checkpoint tests that do not train."""
+
+from __future__ import annotations
+
+import torch
+
+import spotsafe
+
+
+def tiny_state(seed: int = 0, width: int = 32) -> spotsafe.TrainState:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.Linear(width, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(2, width)).sum().backward()
+    opt.step()
+    return spotsafe.TrainState(model=model, optimizer=opt)
+
+
+def weights(state: spotsafe.TrainState) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in state.objects["model"].state_dict().items()}
+
+
+def perturb(state: spotsafe.TrainState) -> None:
+    """Change the weights, as training would."""
+    with torch.no_grad():
+        for p in state.objects["model"].parameters():
+            p.add_(1.0)
