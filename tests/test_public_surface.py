@@ -18,7 +18,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "TrainState",
         "__version__",
     ]
-    assert sorted(spotsafe.__all__, key=str.lower) == spotsafe.__all__
+    assert sorted(spotsafe.__all__) == spotsafe.__all__
     for name in spotsafe.__all__:
         assert getattr(spotsafe, name) is not None
 
