@@ -200,6 +200,7 @@ class NoticeWatcher:
         self._stopping = threading.Event()
         self._sleep = sleep if sleep is not None else self._stopping.wait
         self._thread: threading.Thread | None = None
+        self._stopped = False  # stop() aborts the watchers' HTTP clients: one start per object
         self.loop_errors: dict[str, BaseException] = {}
         """Unexpected errors (bugs) caught by the loop, by watcher name."""
 
@@ -209,9 +210,9 @@ class NoticeWatcher:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> NoticeWatcher:
-        """Start the thread (nothing to do without watchers)."""
-        if self._thread is not None:
-            raise RuntimeError("NoticeWatcher already started")
+        """Start the thread (nothing to do without watchers). Once per object."""
+        if self._thread is not None or self._stopped:
+            raise RuntimeError("NoticeWatcher can be started once; make a new one")
         if not self.watchers:
             return self
         self._stopping.clear()
@@ -222,7 +223,8 @@ class NoticeWatcher:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread and wait up to ``timeout_s`` for it to end."""
+        """Stop the thread and wait up to ``timeout_s`` for it to end. Idempotent."""
+        self._stopped = True
         self._stopping.set()
         for w in self.watchers:
             w.abort()
