@@ -109,6 +109,11 @@ _SCRUB_PATTERNS = (
 )
 
 
+# Bucket names: 3-63 of lowercase letters, digits, '.', '-' (plus '_' and capitals, which
+# some S3-compatible stores and legacy us-east-1 buckets allow).
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+
+
 def _scrub_patterns(text: str) -> str:
     for pattern in _SCRUB_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
@@ -205,13 +210,17 @@ def parse_s3_url(url: str) -> tuple[str, str]:
             " URL query"
         )
     bucket, _, prefix = rest.partition("/")
-    if "@" in bucket:
+    if not _BUCKET.fullmatch(bucket):
+        if "@" in rest:
+            # Not echoed: a secret key may hold '/', which URL redaction cannot see past.
+            raise ConfigError(
+                "the s3:// store URL holds credentials (user:secret@bucket), which are not"
+                " supported; use the AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID /"
+                " AWS_SECRET_ACCESS_KEY, an instance or pod role)"
+            )
         raise ConfigError(
-            f"{redact_url(url)}: credentials in the URL are not supported; use the AWS"
-            " credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a role)"
+            f"{redact_url(url)}: {bucket!r} is not a bucket name; use s3://BUCKET/PREFIX"
         )
-    if not bucket:
-        raise ConfigError(f"{redact_url(url)}: no bucket; use s3://BUCKET/PREFIX")
     return bucket, prefix.strip("/")
 
 
@@ -447,7 +456,8 @@ class S3Store(Store):
             if isinstance(
                 e,
                 (
-                    bex.HTTPClientError,  # connection refused/reset/closed, timeouts, proxy
+                    bex.ConnectionError,  # refused, connect timeouts, DNS (EndpointConnection)
+                    bex.HTTPClientError,  # reset/closed connections, read timeouts, proxy
                     bex.ResponseStreamingError,
                     bex.IncompleteReadError,
                     bex.NoRegionError,
