@@ -11,6 +11,7 @@ import spotsafe
 def test_all_is_sorted_and_pinned() -> None:
     assert spotsafe.__all__ == [
         "Checkpointer",
+        "Guard",
         "PendingSave",
         "RestoreInfo",
         "ResumableLoader",

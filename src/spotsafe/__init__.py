@@ -15,10 +15,12 @@ from spotsafe._version import __version__
 if TYPE_CHECKING:
     from spotsafe.checkpoint import Checkpointer, PendingSave, RestoreInfo, SaveInfo
     from spotsafe.data import ResumableLoader
+    from spotsafe.guard import Guard
     from spotsafe.state import TrainState
 
 _LAZY = {
     "Checkpointer": "spotsafe.checkpoint",
+    "Guard": "spotsafe.guard",
     "PendingSave": "spotsafe.checkpoint",
     "RestoreInfo": "spotsafe.checkpoint",
     "ResumableLoader": "spotsafe.data",
@@ -28,6 +30,7 @@ _LAZY = {
 
 __all__ = [
     "Checkpointer",
+    "Guard",
     "PendingSave",
     "RestoreInfo",
     "ResumableLoader",

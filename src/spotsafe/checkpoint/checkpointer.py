@@ -48,6 +48,7 @@ from spotsafe.errors import (
     ObjectMissing,
     StorageError,
 )
+from spotsafe.events import EventLog
 from spotsafe.state import ENV_ATTEMPT, ENV_JOB_ID, TrainState
 from spotsafe.storage import Store, store_from_env
 from spotsafe.storage.ephemeral import check_store_durable
@@ -56,8 +57,6 @@ log = logging.getLogger("spotsafe")
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024  # one data file per 256 MiB: parallel writes, bounded reads
 DEFAULT_IO_THREADS = 4
-
-EventHook = Callable[..., None]
 
 
 class Status(str, Enum):
@@ -144,7 +143,8 @@ class Checkpointer:
         incremental: do not rewrite tensors whose bytes did not change since the last save.
         shard_bytes: target size of one data file.
         io_threads: files written or read at once.
-        on_event: called as ``on_event(kind, **fields)`` for saves, restores, fallbacks.
+        events: record saves, restores and quarantines in the store's event log (True), in
+            a given :class:`~spotsafe.events.EventLog`, or not at all (False).
 
     Example:
         >>> import tempfile, torch, spotsafe
@@ -170,7 +170,7 @@ class Checkpointer:
         incremental: bool = True,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
         io_threads: int = DEFAULT_IO_THREADS,
-        on_event: EventHook | None = None,
+        events: bool | EventLog = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -193,7 +193,12 @@ class Checkpointer:
         self.incremental = incremental
         self.shard_bytes = shard_bytes
         self.io_threads = io_threads
-        self.on_event = on_event
+        if isinstance(events, EventLog):
+            self.events: EventLog | None = events
+        elif events:
+            self.events = EventLog(self.store, job_id=self.job_id, attempt=self.attempt)
+        else:
+            self.events = None
         self.clock = clock
         self.wall_clock = wall_clock
         self.writer = secrets.token_hex(8)  # os.urandom: never touches the training RNGs
@@ -253,13 +258,15 @@ class Checkpointer:
             self._background_error = None  # reported here; do not raise it twice
 
     def close(self) -> None:
-        """Wait for the save in flight and stop the background thread."""
+        """Wait for the save in flight, stop the background thread, write pending events."""
         try:
             self.wait()
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
+            if self.events is not None:
+                self.events.close()
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -754,13 +761,8 @@ class Checkpointer:
             return list(pool.map(fn, items))
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(kind, **fields)
-        except Exception:
-            # An event sink must never break a save or a restore; its failure is logged.
-            log.exception("event hook failed for %s", kind)
+        if self.events is not None:
+            self.events.record(kind, **fields)
 
 
 def _check_sizes(manifest: Manifest, sizes: dict[str, int], where: str) -> None:

@@ -1,0 +1,367 @@
+"""The Guard: a training loop that saves on schedule and stops cleanly when asked.
+
+Invariant: every stop request ends in either exit 75 (configurable) with a checkpoint at the
+stop step, or a ``stop`` event in the store that says why not. Nothing here does I/O inside a
+signal handler: handlers only record the request; the loop acts on it at a step boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Protocol
+
+from spotsafe.checkpoint import Checkpointer, PendingSave
+from spotsafe.data import shield_workers
+from spotsafe.errors import ConfigError, SpotsafeError, StopError, StorageError
+from spotsafe.interrupt import (
+    NoticeWatcher,
+    SignalCatcher,
+    StopFlag,
+    StopKind,
+    StopRequest,
+    Watcher,
+    watchers_from_env,
+)
+from spotsafe.interrupt.signals import DEFAULT_SIGNALS
+from spotsafe.policy import (
+    Auto,
+    EverySeconds,
+    EverySteps,
+    IntervalState,
+    MaxLostWork,
+    Pool,
+    SaveNow,
+    get_pool,
+    load_pools,
+)
+from spotsafe.state import ENV_POOL, TrainState
+
+log = logging.getLogger("spotsafe")
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request, newest state durable, retry me
+ENV_CONFIG = "SPOTSAFE_CONFIG"
+HEARTBEAT_S = 60.0  # seconds between progress events: enough to tell progress from a hang
+MAX_SAVE_FAILURES = 3  # consecutive failed saves before the Guard stops training
+
+
+class IntervalPolicy(Protocol):
+    """Anything with ``decide(IntervalState) -> SaveNow | Wait`` (see spotsafe.policy)."""
+
+    def decide(self, state: IntervalState) -> Any: ...
+
+
+def pool_from_env(env: dict[str, str] | None = None) -> Pool:
+    """The pool named by ``$SPOTSAFE_POOL`` (from ``$SPOTSAFE_CONFIG`` or ./spotsafe.toml)."""
+    env = dict(os.environ) if env is None else env
+    name = env.get(ENV_POOL) or "standard"
+    return get_pool(name, load_pools(env.get(ENV_CONFIG) or None))
+
+
+class Guard:
+    """Wraps a training loop: checkpoints on a lost-work policy, stops cleanly on request.
+
+    Args:
+        checkpointer: where the state goes.
+        state: what to save.
+        interval: a policy from :mod:`spotsafe.policy`; default ``Auto`` (Young/Daly from the
+            measured save cost, capped by the pool's ``max_lost_work_s``).
+        every_steps / every_s / max_lost_work_s: shortcuts for the simple policies.
+        exit_code: the exit status after a clean stop (75, EX_TEMPFAIL, by default).
+        signals: the signals that request a stop (SIGTERM, SIGINT, SIGUSR1).
+        grace_s: seconds a signal leaves before the SIGKILL (Kubernetes' default is 30).
+        watchers: cloud notice watchers; None means from ``$SPOTSAFE_CLOUD``.
+        async_saves: snapshot on the training thread, persist in the background.
+        clock: monotonic seconds, injectable for tests.
+
+    Example:
+        >>> import tempfile, torch, spotsafe
+        >>> model = torch.nn.Linear(2, 1)
+        >>> state = spotsafe.TrainState(model=model)
+        >>> ckpt = spotsafe.Checkpointer(tempfile.mkdtemp(), allow_ephemeral=True)
+        >>> with spotsafe.Guard(ckpt, state, every_steps=2, watchers=[]) as guard:
+        ...     for _ in range(4):
+        ...         guard.step()
+        >>> state.step
+        4
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        state: TrainState,
+        *,
+        interval: IntervalPolicy | None = None,
+        every_steps: int | None = None,
+        every_s: float | None = None,
+        max_lost_work_s: float | None = None,
+        exit_code: int = EXIT_PREEMPTED,
+        signals: Sequence[int] = DEFAULT_SIGNALS,
+        grace_s: float = 30.0,
+        watchers: Sequence[Watcher] | None = None,
+        async_saves: bool = True,
+        heartbeat_s: float = HEARTBEAT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        chosen = [x is not None for x in (interval, every_steps, every_s, max_lost_work_s)]
+        if sum(chosen) > 1:
+            raise ConfigError(
+                "Guard: give at most one of interval=, every_steps=, every_s=, max_lost_work_s="
+            )
+        self.pool = pool_from_env()
+        if interval is None:
+            if every_steps is not None:
+                interval = EverySteps(n=every_steps)
+            elif every_s is not None:
+                interval = EverySeconds(interval_s=every_s)
+            elif max_lost_work_s is not None:
+                interval = MaxLostWork(max_lost_work_s=max_lost_work_s)
+            else:
+                interval = Auto.from_pool(self.pool)
+        if not 0 <= exit_code <= 255:
+            raise ConfigError(f"Guard: exit_code={exit_code!r} is not an exit status (0-255)")
+        self.checkpointer = checkpointer
+        self.state = state
+        self.interval = interval
+        self.exit_code = exit_code
+        self.async_saves = async_saves
+        self.heartbeat_s = heartbeat_s
+        self.clock = clock
+        self.flag = StopFlag()
+        self._signals = SignalCatcher(
+            self.flag, signals=tuple(signals), grace_s=grace_s, clock=clock
+        )
+        self._watchers = watchers
+        self._notices: NoticeWatcher | None = None
+        self.events = checkpointer.events
+        self._pending: PendingSave | None = None
+        self._last_saved_step: int | None = None
+        self._last_save_s = 0.0
+        self._last_step_s = 0.0
+        self._mean_step_s: float | None = None
+        self._blocking_s: float | None = None
+        self._persist_s: float | None = None
+        self._save_failures = 0
+        self._last_heartbeat_s = 0.0
+        self._steps_since_save = 0
+        self._entered = False
+
+    # ----------------------------------------------------------------- context
+
+    def __enter__(self) -> Guard:
+        now = self.clock()
+        self._last_save_s = self._last_step_s = self._last_heartbeat_s = now
+        for obj in self.state.objects.values():
+            shield_workers(getattr(obj, "loader", obj))
+        self._signals.__enter__()
+        watchers = self._watchers
+        if watchers is None:
+            watchers = watchers_from_env(clock=self.clock)
+        self._notices = NoticeWatcher(self.flag, watchers, clock=self.clock).start()
+        self._record(
+            "guard_start", step=self.state.step, pool=os.environ.get(ENV_POOL) or "standard"
+        )
+        self._entered = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._collect(block=True)
+        finally:
+            self._signals.__exit__(exc_type, exc, tb)
+            if self._notices is not None:
+                self._notices.stop()
+            self._flush_events()
+
+    # ----------------------------------------------------------------- the loop
+
+    def step(self) -> None:
+        """Mark the end of one training step: count it, save if due, stop if asked.
+
+        On a stop request this does not return: it flushes a checkpoint at this step and
+        raises ``SystemExit(exit_code)``.
+        """
+        if not self._entered:
+            raise ConfigError("Guard.step() outside `with Guard(...) as guard:`")
+        self.state.step += 1
+        self._steps_since_save += 1
+        now = self.clock()
+        took = now - self._last_step_s
+        self._last_step_s = now
+        self._mean_step_s = (
+            took if self._mean_step_s is None else 0.9 * self._mean_step_s + 0.1 * took
+        )
+        self._collect(block=False)
+
+        stop = self.flag.stop_requested
+        if stop is not None:
+            self._stop(stop)
+        early = self.flag.take_save_now()
+        if early is not None:
+            self._record("notice", source=early.source, action="save_now", step=self.state.step)
+            self._save(f"early warning from {early.source}")
+        else:
+            decision = self.interval.decide(
+                IntervalState(
+                    now_s=now,
+                    last_save_s=self._last_save_s,
+                    steps_since_save=self._steps_since_save,
+                    mean_step_s=self._mean_step_s,
+                    save_blocking_s=self._blocking_s,
+                    persist_s=self._persist_s,
+                    mtbi_s=None,
+                )
+            )
+            if isinstance(decision, SaveNow):
+                self._save(decision.reason)
+        if self.events is not None and now - self._last_heartbeat_s >= self.heartbeat_s:
+            self._last_heartbeat_s = now
+            self._record("heartbeat", step=self.state.step, epoch=self.state.epoch)
+
+    def end_epoch(self) -> None:
+        """Mark the end of an epoch."""
+        self.state.epoch += 1
+
+    @property
+    def stop_requested(self) -> StopRequest | None:
+        """The pending stop request, if any (for loops that want to look)."""
+        return self.flag.stop_requested
+
+    # ----------------------------------------------------------------- saving
+
+    def _save(self, reason: str) -> None:
+        t0 = self.clock()
+        self._collect(block=True)  # one save in flight at a time
+        try:
+            if self.async_saves:
+                self._pending = self.checkpointer.save_async(self.state)
+                self._blocking_s = self.clock() - t0
+            else:
+                info = self.checkpointer.save(self.state)
+                self._blocking_s = self._persist_s = info.persist_s
+                self._saved(self.state.step)
+        except StorageError as e:
+            self._save_failed(e)
+            return
+        self._last_save_s = t0
+        self._steps_since_save = 0
+        log.debug("save at step %d: %s", self.state.step, reason)
+
+    def _collect(self, *, block: bool) -> None:
+        """Account for the save in flight once it is done (or wait for it)."""
+        pending = self._pending
+        if pending is None or not (block or pending.done()):
+            return
+        self._pending = None
+        try:
+            info = self.checkpointer.wait()
+        except StorageError as e:
+            self._save_failed(e)
+            return
+        if info is not None:
+            self._persist_s = info.persist_s
+            self._saved(info.step)
+
+    def _saved(self, step: int) -> None:
+        self._last_saved_step = step
+        self._save_failures = 0
+
+    def _save_failed(self, e: StorageError) -> None:
+        self._save_failures += 1
+        self._record("save_failed", step=self.state.step, error=str(e), retryable=e.retryable)
+        if not e.retryable or self._save_failures >= MAX_SAVE_FAILURES:
+            raise e
+        log.warning(
+            "checkpoint at step %d failed (%d in a row), training goes on: %s",
+            self.state.step,
+            self._save_failures,
+            e,
+        )
+
+    # ----------------------------------------------------------------- stopping
+
+    def _stop(self, request: StopRequest) -> None:
+        t0 = self.clock()
+        remaining = request.remaining_s(t0)
+        expected = self._persist_s
+        if remaining is not None and expected is not None and expected > remaining:
+            log.warning(
+                "stop requested by %s with %.1f s left; the last save took %.1f s: flushing anyway",
+                request.source,
+                remaining,
+                expected,
+            )
+        log.info("stop requested by %s at step %d: flushing", request.source, self.state.step)
+        self._record(
+            "notice",
+            source=request.source,
+            action="stop",
+            step=self.state.step,
+            deadline_in_s=remaining,
+            detail=dict(request.detail),
+        )
+        try:
+            self._collect(block=True)
+            if self._last_saved_step != self.state.step:
+                self.checkpointer.wait()
+                info = self.checkpointer.save(self.state)
+                self._saved(info.step)
+        except SpotsafeError as e:
+            self._record(
+                "stop",
+                clean=False,
+                step=self.state.step,
+                source=request.source,
+                reason=f"flush failed: {e}",
+            )
+            self._flush_events()
+            raise StopError(
+                f"stop requested by {request.source} at step {self.state.step}, but the"
+                f" checkpoint could not be flushed: {e}"
+            ) from e
+        done = self.clock()
+        flush_s = done - t0
+        fit = remaining is None or flush_s <= remaining
+        if not fit:
+            log.warning(
+                "the flush took %.1f s, past the %.1f s the notice left", flush_s, remaining
+            )
+        self._record(
+            "stop",
+            clean=True,
+            step=self.state.step,
+            source=request.source,
+            flush_s=flush_s,
+            deadline_met=fit,
+            notice_to_durable_s=done - request.received_s,
+            exit_code=self.exit_code,
+        )
+        self._flush_events()
+        if self._notices is not None and request.kind is StopKind.STOP:
+            self._notices.acknowledge(request)
+        log.info(
+            "checkpoint at step %d is durable; exiting with %d", self.state.step, self.exit_code
+        )
+        raise SystemExit(self.exit_code)
+
+    # ----------------------------------------------------------------- events
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.record(kind, **fields)
+
+    def _flush_events(self) -> None:
+        if self.events is None:
+            return
+        try:
+            self.events.flush()
+        except StorageError as e:
+            log.warning("could not write events: %s", e)
