@@ -77,6 +77,8 @@ class Guard:
         async_saves: snapshot on the training thread, persist in the background.
         clock: monotonic seconds, injectable for tests.
 
+    Leaving the block normally waits for the save in flight and saves the final state.
+
     Example:
         >>> import tempfile, torch, spotsafe
         >>> model = torch.nn.Linear(2, 1)
@@ -175,6 +177,11 @@ class Guard:
     ) -> None:
         try:
             self._collect(block=True)
+            if exc_type is None and self._last_saved_step != self.state.step:
+                # The run finished: its final state is the job's result, so make it durable.
+                info = self.checkpointer.save(self.state)
+                self._saved(info.step)
+                self._record("finished", step=self.state.step, epoch=self.state.epoch)
         finally:
             self._signals.__exit__(exc_type, exc, tb)
             if self._notices is not None:

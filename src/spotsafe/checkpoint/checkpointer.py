@@ -639,6 +639,32 @@ class Checkpointer:
             " Inspect them with `spotsafe ls`, or pass fresh_start_ok=True to start over"
         )
 
+    def verify(self, step: int | None = None) -> list[CheckpointListing]:
+        """Fully check checkpoints (every byte against its checksum) without loading them.
+
+        Read-only: nothing is quarantined. Returns the listing with each committed
+        checkpoint's status set to VALID or CORRUPT.
+
+        Raises:
+            CheckpointNotFound: ``step`` is given and no checkpoint has it.
+        """
+        listing = self.checkpoints(verify_sizes=False)
+        if step is not None:
+            listing = [c for c in listing if c.step == step]
+            if not listing:
+                raise CheckpointNotFound(f"{self.store.url}: no checkpoint at step {step}")
+        sizes = self._all_sizes(listing)
+        out = []
+        for c in listing:
+            if c.status is Status.VALID and c.manifest is not None:
+                try:
+                    _check_sizes(c.manifest, sizes, c.path)
+                    tree.decode(c.manifest.tree, self._load_tensors(c.manifest, c.path))
+                except CheckpointCorrupt as e:
+                    c = dataclasses.replace(c, status=Status.CORRUPT, reason=str(e))
+            out.append(c)
+        return out
+
     def _all_sizes(self, listing: Iterable[CheckpointListing]) -> dict[str, int]:
         listed = self.store.list(CHECKPOINTS_DIR)
         return {
