@@ -562,16 +562,14 @@ class S3Store(Store):
                     raise
             parts = [f.result() for f in futures]
             self._complete(key, upload_id, parts, source.total, what)
-        except BaseException as e:
+        except BaseException:
             failed.set()
             for f in futures:
                 if f.cancel():
                     self._slots.release()  # the part never ran, so it cannot release its slot
             cf.wait(futures)  # no part may land after the abort
             self._abort(key, upload_id, what)
-            if isinstance(e, Exception) and not isinstance(e, StorageError):
-                raise self._classify(e, what) from e
-            raise
+            raise  # a StorageError from a request, or the chunk source's own error, unchanged
         return source.total
 
     def _upload_part(
