@@ -57,6 +57,9 @@ log = logging.getLogger("spotsafe")
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024  # one data file per 256 MiB: parallel writes, bounded reads
 DEFAULT_IO_THREADS = 4
+# Unchanged tensors smaller than this are written again rather than referenced: rewriting a
+# few KB (RNG states, counters) is cheaper than keeping an old data file alive for them.
+MIN_SHARED_BYTES = 64 * 1024
 
 
 class Status(str, Enum):
@@ -396,7 +399,9 @@ class Checkpointer:
         previous: dict[tuple[str, int], TensorEntry] = {}
         last = self._last
         if self.incremental and last is not None:
-            previous = {(e.xxh3, e.nbytes): e for e in last[1].tensors}
+            previous = {
+                (e.xxh3, e.nbytes): e for e in last[1].tensors if e.nbytes >= MIN_SHARED_BYTES
+            }
         entries: list[TensorEntry | None] = [None] * len(parts)
         shards: list[list[int]] = []
         shard_size = self.shard_bytes  # force a new shard for the first new tensor

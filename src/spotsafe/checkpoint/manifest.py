@@ -85,6 +85,12 @@ class Manifest:
         """Bytes of the files written for this checkpoint (not shared with earlier ones)."""
         return sum(s for f, s in self.files.items() if f.startswith(directory + "/"))
 
+    def content_digest(self) -> str:
+        """A hash of the state itself (values, shapes, structure), not of when or where it
+        was written: two runs that end bit for bit alike have the same digest."""
+        content = {"tree": self.tree, "tensors": [(t.dtype, t.shape, t.xxh3) for t in self.tensors]}
+        return xxhash.xxh3_128_hexdigest(_canonical(content))
+
     def to_bytes(self) -> bytes:
         body = asdict(self)
         canonical = _canonical(body)

@@ -1,0 +1,5 @@
+"""``python -m spotsafe.cli``."""
+
+from spotsafe.cli import main
+
+main()
