@@ -38,9 +38,9 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from spotsafe.cli import ls, pools, verify
+    from spotsafe.cli import chaos, ls, pools, run, verify
 
-    for module in (ls, pools, verify):
+    for module in (chaos, ls, pools, run, verify):
         cli.add_command(module.command)
 
 

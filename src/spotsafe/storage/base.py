@@ -47,6 +47,20 @@ class Store(abc.ABC):
         """Create ``path`` holding ``data``; durable when this returns."""
         return self.write(path, [data])
 
+    def create_exclusive(self, path: str, data: Buffer) -> bool:
+        """Create ``path`` holding ``data`` unless it exists; whether this call created it.
+
+        The supervisor's lease and job record rely on it: of two writers racing for one
+        path, exactly one must win. Backends override this with an atomic primitive (a hard
+        link on a local filesystem, ``If-None-Match: *`` on S3). This default lists, then
+        writes: correct against a writer that already finished, racy against one writing at
+        the same moment.
+        """
+        if path in self.list(path):
+            return False
+        self.write_bytes(path, data)
+        return True
+
     @abc.abstractmethod
     def read_bytes(self, path: str) -> bytes:
         """The whole content of ``path``."""

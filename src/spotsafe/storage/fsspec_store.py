@@ -50,6 +50,21 @@ class FsspecStore(Store):
             raise classify(e, f"write {self.url}/{path}") from e
         return size
 
+    def create_exclusive(self, path: str, data: Buffer) -> bool:
+        """Open in mode ``"xb"``: memory:// checks and creates at once, s3fs sends
+        ``If-None-Match: *``; a backend without exclusive mode falls back to list-then-write."""
+        full = self._full(path)
+        try:
+            with self.fs.open(full, "xb") as f:
+                f.write(data)
+        except FileExistsError:
+            return False
+        except (ValueError, NotImplementedError):
+            return super().create_exclusive(path, data)
+        except Exception as e:  # fsspec backends raise many types; classify all of them
+            raise classify(e, f"create {self.url}/{path}") from e
+        return True
+
     def read_bytes(self, path: str) -> bytes:
         try:
             data: bytes = self.fs.cat_file(self._full(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -89,6 +90,28 @@ class LocalStore(Store):
         except OSError as e:
             raise _storage_error("write", full, e) from e
         return size
+
+    def create_exclusive(self, path: str, data: Buffer) -> bool:
+        """Write a hidden temporary file, then hard-link it into place: ``link`` fails with
+        EEXIST atomically, and a reader never sees the object half written."""
+        full = self._path(path)
+        tmp = full.with_name(f".{full.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            self._makedirs(full.parent)
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, full)
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(full.parent)
+        except OSError as e:
+            raise _storage_error("create", full, e) from e
+        return True
 
     def read_bytes(self, path: str) -> bytes:
         full = self._path(path)

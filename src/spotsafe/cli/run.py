@@ -1,0 +1,78 @@
+"""``spotsafe run -- CMD``: run a training command under the supervisor."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+@click.command(
+    "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.option("--store", envvar="SPOTSAFE_STORE", help="The job's store (default $SPOTSAFE_STORE).")
+@click.option(
+    "--job-id",
+    envvar="SPOTSAFE_JOB_ID",
+    help="The job's id (default: the one in the store's job record, or derived from the URL).",
+)
+@click.option(
+    "--pool",
+    envvar="SPOTSAFE_POOL",
+    default="standard",
+    show_default=True,
+    help="The pool whose budgets, backoff, grace and lease TTL apply.",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default ./spotsafe.toml, or [tool.spotsafe] in ./pyproject.toml).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    store: str | None,
+    job_id: str | None,
+    pool: str,
+    config: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND until it succeeds, resuming from the newest checkpoint after each exit.
+
+    Exit status: 0 the job succeeded; 1 a retry budget is spent (the reason is printed);
+    75 the supervisor was stopped (SIGTERM, SIGINT, a cloud notice): run it again, here or on
+    another machine, to continue the same job.
+    """
+    from spotsafe.errors import ConfigError
+    from spotsafe.interrupt import watchers_from_env
+    from spotsafe.policy import get_pool, load_pools
+    from spotsafe.policy.pools import find_config
+    from spotsafe.storage import open_store
+    from spotsafe.storage.ephemeral import check_store_durable
+    from spotsafe.supervisor import Supervisor
+
+    if not store:
+        raise ConfigError(
+            "no store: pass --store URL (a path or s3://bucket/run) or set $SPOTSAFE_STORE"
+        )
+    config_path = find_config(config)
+    settings = get_pool(pool, load_pools(config))
+    opened = open_store(store)
+    check_store_durable(opened.url, allow_ephemeral=None)
+    supervisor = Supervisor(
+        store=opened,
+        store_url=store if "://" in store else os.path.abspath(store),
+        command=list(command),
+        pool=settings,
+        pool_name=pool,
+        job_id=job_id,
+        config=config_path,
+        watchers=watchers_from_env(),
+    )
+    outcome = supervisor.run()
+    if outcome.exit_code != 0:
+        word = "gave up" if outcome.exit_code == 1 else "stopped"
+        click.echo(f"spotsafe run: {word}: {outcome.reason}", err=True)
+    ctx.exit(outcome.exit_code)

@@ -1,0 +1,354 @@
+"""The chaos harness: interrupt a job at random, then check it ended bit for bit the same.
+
+``spotsafe chaos --kills N -- CMD`` runs CMD under the supervisor in a scratch store and
+interrupts it N times, each time in one of these ways (drawn from a seeded rng):
+
+* ``term-child``       SIGTERM to the training process group: a preemption with a grace
+* ``kill-child``       SIGKILL to the group at a random moment: a node lost without notice
+* ``kill-mid-save``    SIGKILL as soon as a checkpoint is half written (data, no manifest)
+* ``term-supervisor``  SIGTERM to the supervisor: it forwards, waits, exits 75; restarted
+* ``kill-supervisor``  SIGKILL to the supervisor: its child dies with it; a new supervisor
+  takes the lease over and continues the job record
+
+Then it runs CMD once more, uninterrupted, in another store, and compares the newest valid
+checkpoints of both (every tensor's dtype, shape and xxh3, plus the non-tensor state). The
+Guard saves the final state at a normal exit, so "newest" is "final".
+
+Which interruption comes when is a pure plan (`plan`); the loop in `run_chaos` carries it out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spotsafe.errors import ObjectMissing, SupervisorError
+from spotsafe.storage import Store, open_store
+from spotsafe.supervisor.job import ATTEMPTS_DIR, JobRecord
+from spotsafe.supervisor.progress import (
+    CHECKPOINTS_DIR,
+    MANIFEST_NAME,
+    FinalState,
+    final_state,
+)
+
+__all__ = ["KINDS", "ChaosReport", "Interruption", "plan", "run_chaos"]
+
+KINDS = ("term-child", "kill-child", "kill-mid-save", "term-supervisor", "kill-supervisor")
+POLL_S = 0.02  # how often the harness looks at the store and the processes
+POOL = "chaos"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Interruption:
+    """One planned interruption: what, and how long after its attempt started."""
+
+    kind: str
+    delay_s: float
+
+
+def plan(
+    kills: int, *, rng: random.Random, min_delay_s: float, max_delay_s: float
+) -> list[Interruption]:
+    """The interruptions of a chaos run, in order; the same seed gives the same plan.
+
+    Example:
+        >>> [i.kind for i in plan(3, rng=random.Random(1), min_delay_s=0, max_delay_s=1)]
+        ['kill-child', 'term-child', 'term-supervisor']
+    """
+    return [
+        Interruption(kind=rng.choice(KINDS), delay_s=rng.uniform(min_delay_s, max_delay_s))
+        for _ in range(kills)
+    ]
+
+
+@dataclass(slots=True, kw_only=True)
+class ChaosReport:
+    """What a chaos run did and whether the final states matched."""
+
+    planned: int
+    landed: Counter[str] = field(default_factory=Counter)
+    mid_save_hits: int = 0
+    supervisor_starts: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+    attempts: int = 0
+    chaos_final: FinalState | None = None
+    reference_final: FinalState | None = None
+    chaos_seconds: float = 0.0
+    reference_seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def interruptions(self) -> int:
+        return sum(self.landed.values())
+
+    @property
+    def identical(self) -> bool:
+        """Whether both runs ended in the same state, bit for bit."""
+        return self.chaos_final is not None and self.chaos_final == self.reference_final
+
+    @property
+    def ok(self) -> bool:
+        return self.identical and self.interruptions == self.planned and not self.problems
+
+    def format(self) -> str:
+        kinds = ", ".join(f"{k} {self.landed[k]}" for k in KINDS if self.landed[k])
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(self.classes.items()))
+        c, r = self.chaos_final, self.reference_final
+        lines = [
+            f"interruptions: {self.interruptions} of {self.planned} ({kinds or 'none'})",
+            f"  SIGKILLs that landed mid-save: {self.mid_save_hits}",
+            f"attempts: {self.attempts} ({classes}); supervisors started: {self.supervisor_starts}",
+            f"interrupted run: {self.chaos_seconds:.1f} s, final step "
+            f"{c.step if c else '-'}; uninterrupted run: {self.reference_seconds:.1f} s, "
+            f"final step {r.step if r else '-'}",
+            f"final state: {'IDENTICAL' if self.identical else 'DIFFERENT'}"
+            + (f" ({len(c.tensors)} tensors compared)" if c and self.identical else ""),
+        ]
+        lines += [f"problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def write_config(path: Path, *, kills: int, grace_s: float) -> None:
+    """A pool that survives the planned interruptions and restarts at once."""
+    path.write_text(
+        f"""# written by spotsafe chaos
+[pools.{POOL}]
+max_preemptions = {kills * 2 + 10}
+max_failures = 0          # a crash is a bug, not chaos: stop and report it
+max_no_progress = {kills + 10}
+backoff_initial_s = 0.05
+backoff_max_s = 0.05
+jitter = 0
+grace_s = {grace_s}
+lease_ttl_s = 5
+"""
+    )
+
+
+class _Job:
+    """The store and the supervisor process of one run."""
+
+    def __init__(self, command: Sequence[str], store: Path, config: Path, log: Path) -> None:
+        self.command = list(command)
+        self.store_path = store
+        self.store: Store = open_store(str(store))
+        self.config = config
+        self.log = log.open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "spotsafe.cli",
+            "run",
+            "--store",
+            str(self.store_path),
+            "--config",
+            str(self.config),
+            "--pool",
+            POOL,
+            "--",
+            *self.command,
+        ]
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL
+        )
+        self.starts += 1
+
+    def running_attempt(self, after: int) -> tuple[int, int] | None:
+        """(attempt, child pgid) of a running attempt numbered above `after`, if any."""
+        files = self.store.list(ATTEMPTS_DIR)
+        names = {p.rsplit("/", 1)[-1] for p in files}
+        started = sorted(int(n[:6]) for n in names if n.endswith("-child.json") and n[:6].isdigit())
+        for n in reversed(started):
+            if n <= after:
+                return None
+            if f"{n:06d}-end.json" in names:
+                return None
+            try:
+                doc = json.loads(self.store.read_bytes(f"{ATTEMPTS_DIR}/{n:06d}-child.json"))
+            except ObjectMissing:
+                return None
+            return n, int(doc["pgid"])
+        return None
+
+    def ended(self, attempt: int) -> bool:
+        return f"{ATTEMPTS_DIR}/{attempt:06d}-end.json" in self.store.list(ATTEMPTS_DIR)
+
+    def half_written_save(self) -> bool:
+        """Whether a checkpoint directory holds data files but no manifest yet."""
+        dirs: dict[str, set[str]] = {}
+        for p in self.store.list(CHECKPOINTS_DIR):
+            d, _, name = p.rpartition("/")
+            dirs.setdefault(d, set()).add(name)
+        return any(
+            MANIFEST_NAME not in names and any(n.startswith("data-") for n in names)
+            for names in dirs.values()
+        )
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def run_chaos(
+    command: Sequence[str],
+    *,
+    kills: int,
+    seed: int,
+    workdir: Path,
+    min_delay_s: float = 0.2,
+    max_delay_s: float = 5.0,
+    grace_s: float = 10.0,
+    timeout_s: float = 3600.0,
+    progress: Callable[[str], object] = lambda _: None,
+) -> ChaosReport:
+    """Run `command` under the supervisor with `kills` interruptions, then uninterrupted,
+    and compare the final states. See the module docstring.
+
+    Args:
+        command: the training command; it finds its store in ``$SPOTSAFE_STORE``.
+        kills: interruptions to land.
+        seed: seeds the plan (kinds and delays).
+        workdir: scratch directory for both stores, the config and the supervisor logs.
+        min_delay_s / max_delay_s: range of the delay after an attempt starts.
+        grace_s: the pool's grace between SIGTERM and SIGKILL.
+        timeout_s: give up on the whole run after this long.
+        progress: called with one line per interruption.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "spotsafe.toml"
+    write_config(config, kills=kills, grace_s=grace_s)
+    rng = random.Random(seed)
+    interruptions = plan(kills, rng=rng, min_delay_s=min_delay_s, max_delay_s=max_delay_s)
+    report = ChaosReport(planned=kills)
+    deadline = time.monotonic() + timeout_s
+
+    def check_time() -> None:
+        if time.monotonic() > deadline:
+            raise SupervisorError(f"chaos run took longer than {timeout_s:g} s")
+
+    job = _Job(command, workdir / "chaos-store", config, workdir / "chaos-supervisor.log")
+    t0 = time.monotonic()
+    job.start()
+    last = 0
+    for i, planned in enumerate(interruptions, 1):
+        landed = False
+        while not landed:
+            check_time()
+            assert job.proc is not None
+            code = job.proc.poll()
+            if code is not None:
+                if code == 0:
+                    break  # the job finished before the plan did
+                if code != 75:
+                    report.problems.append(f"the supervisor exited {code} (see {job.log.name})")
+                    break
+                job.start()
+                continue
+            running = job.running_attempt(last)
+            if running is None:
+                time.sleep(POLL_S)
+                continue
+            attempt, pgid = running
+            landed = _interrupt(job, attempt, pgid, planned, report, check_time)
+            if landed:
+                last = attempt
+                report.landed[planned.kind] += 1
+                progress(
+                    f"[{i}/{kills}] attempt {attempt}: {planned.kind} after {planned.delay_s:.2f} s"
+                )
+            else:
+                last = attempt  # it ended by itself first: interrupt the next one
+        else:
+            continue
+        break
+    while True:
+        check_time()
+        assert job.proc is not None
+        try:
+            code = job.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            continue
+        if code == 75:
+            job.start()
+            continue
+        if code != 0:
+            report.problems.append(f"the interrupted job ended with exit {code}")
+        break
+    report.chaos_seconds = time.monotonic() - t0
+    report.supervisor_starts = job.starts
+    record = JobRecord.open(job.store)
+    report.attempts = len(record.ends)
+    report.classes = record.summary()
+    report.chaos_final = final_state(job.store)
+
+    reference = _Job(
+        command, workdir / "reference-store", config, workdir / "reference-supervisor.log"
+    )
+    t1 = time.monotonic()
+    reference.start()
+    assert reference.proc is not None
+    code = reference.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    report.reference_seconds = time.monotonic() - t1
+    if code != 0:
+        report.problems.append(f"the uninterrupted run exited {code}")
+    report.reference_final = final_state(reference.store)
+    if report.chaos_final is None:
+        report.problems.append("the interrupted run left no valid checkpoint")
+    return report
+
+
+def _interrupt(
+    job: _Job,
+    attempt: int,
+    pgid: int,
+    planned: Interruption,
+    report: ChaosReport,
+    check_time: Callable[[], None],
+) -> bool:
+    """Wait the planned delay, then interrupt `attempt`; whether it was still running."""
+    assert job.proc is not None
+    end = time.monotonic() + planned.delay_s
+    if planned.kind == "kill-mid-save":
+        while time.monotonic() < end:
+            if job.ended(attempt) or job.proc.poll() is not None:
+                return False
+            if job.half_written_save():
+                _signal_group(pgid, signal.SIGKILL)
+                report.mid_save_hits += 1
+                return True
+            time.sleep(POLL_S / 4)
+    else:
+        while time.monotonic() < end:
+            check_time()
+            time.sleep(min(POLL_S, max(0.0, end - time.monotonic())))
+    if job.ended(attempt) or job.proc.poll() is not None:
+        return False
+    if planned.kind == "term-child":
+        _signal_group(pgid, signal.SIGTERM)
+    elif planned.kind in ("kill-child", "kill-mid-save"):
+        _signal_group(pgid, signal.SIGKILL)
+    elif planned.kind == "term-supervisor":
+        job.proc.send_signal(signal.SIGTERM)
+        job.proc.wait()
+        job.start()
+    elif planned.kind == "kill-supervisor":
+        job.proc.kill()
+        job.proc.wait()
+        job.start()
+    return True

@@ -1,0 +1,278 @@
+"""The durable job record: who the job is and every attempt it made, kept in its store.
+
+Object stores cannot append or overwrite safely, so the record is a set of create-once
+objects; nothing is ever rewritten in place::
+
+    job/job.json                     the job's id, written once by the first supervisor
+    job/attempts/000003-start.json   attempt 3 began: when, where, the step it started from
+    job/attempts/000003-end.json     attempt 3 ended: return code, class, steps, timings
+    job/on-demand.json               the on-demand fallback hook ran (once per job)
+
+Budgets are never stored: they follow from the attempts (`RetryState`), so a supervisor on a
+new machine continues the numbering and the budgets of the one that died. An attempt with a
+start but no end was cut off with its supervisor; the next supervisor closes it (`recover`).
+
+The newest attempt number is also the *generation* that fences checkpoint commits: a save by
+an older attempt (a child that outlived a partitioned supervisor) is refused
+(`current_generation`, checked by the Checkpointer right before its manifest write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from spotsafe.errors import ConfigError, ObjectMissing, StorageError
+from spotsafe.policy import AttemptRecord, ExitClass, RetryState
+from spotsafe.storage import Store
+
+__all__ = [
+    "ATTEMPTS_DIR",
+    "JOB_DIR",
+    "AttemptStart",
+    "JobRecord",
+    "current_generation",
+    "default_job_id",
+]
+
+JOB_DIR = "job"
+JOB_FILE = f"{JOB_DIR}/job.json"
+ATTEMPTS_DIR = f"{JOB_DIR}/attempts"
+ON_DEMAND_FILE = f"{JOB_DIR}/on-demand.json"
+_ATTEMPT_RE = re.compile(r"^(\d{6})-(start|end)\.json$")
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _dumps(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+def attempt_path(attempt: int, what: str) -> str:
+    """The store path of attempt `attempt`'s ``start`` or ``end`` object."""
+    return f"{ATTEMPTS_DIR}/{attempt:06d}-{what}.json"
+
+
+def _attempt_files(store: Store) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for path in store.list(ATTEMPTS_DIR):
+        m = _ATTEMPT_RE.match(path.rsplit("/", 1)[-1])
+        if m:
+            out.setdefault(int(m.group(1)), set()).add(m.group(2))
+    return out
+
+
+def current_generation(store: Store) -> int | None:
+    """The newest attempt the job record knows of, or None outside the supervisor.
+
+    A checkpoint written by an older generation must not commit: that writer is a stale
+    attempt whose supervisor lost the job. One listing of ``job/attempts``.
+
+    Example:
+        >>> from spotsafe.storage import open_store
+        >>> current_generation(open_store("memory://spotsafe-gen-doc")) is None
+        True
+    """
+    numbers = [n for n, kinds in _attempt_files(store).items() if "start" in kinds]
+    return max(numbers) if numbers else None
+
+
+def default_job_id(store_url: str) -> str:
+    """A job id derived from the store URL: its last path part and a short hash.
+
+    Example:
+        >>> default_job_id("s3://bucket/runs/llama-ft")
+        'llama-ft-dff5d8f0'
+    """
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "-", store_url.rstrip("/").rsplit("/", 1)[-1]).strip("-.")
+    digest = hashlib.sha256(store_url.encode()).hexdigest()[:8]
+    return f"{tail[:48] or 'job'}-{digest}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptStart:
+    """What the record knows of an attempt when it starts."""
+
+    attempt: int
+    started_s: float
+    start_step: int | None
+    lease_epoch: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """Host, pids, command, pool: for people and the chaos harness, not for decisions."""
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """The job record of one store, as read at one moment (see the module docstring).
+
+    Example:
+        >>> from spotsafe.storage import open_store
+        >>> record = JobRecord.open(open_store("memory://spotsafe-job-doc"), job_id="demo")
+        >>> record.job_id, record.next_attempt
+        ('demo', 1)
+    """
+
+    store: Store
+    job_id: str
+    starts: dict[int, AttemptStart]
+    ends: dict[int, AttemptRecord]
+    end_docs: dict[int, dict[str, Any]]
+
+    # ------------------------------------------------------------------ reading
+
+    @classmethod
+    def open(cls, store: Store, *, job_id: str | None = None) -> JobRecord:
+        """Read the record of `store`, creating ``job/job.json`` if this is a new job.
+
+        Args:
+            store: the job's store.
+            job_id: the id asked for (``--job-id`` or ``$SPOTSAFE_JOB_ID``); None: the id in
+                the record, or one derived from the store URL for a new job.
+
+        Raises:
+            ConfigError: the store already holds another job, or the id is malformed.
+        """
+        if job_id is not None and not _JOB_ID_RE.fullmatch(job_id):
+            raise ConfigError(
+                f"job id {job_id!r}: use letters, digits, '.', '-' and '_' (at most 128)"
+            )
+        existing = cls._read_job_id(store)
+        if existing is None:
+            wanted = job_id or default_job_id(store.url)
+            doc = {"job_id": wanted, "store": store.url, "token": secrets.token_hex(4)}
+            if not store.create_exclusive(JOB_FILE, _dumps(doc)):
+                pass  # another supervisor created it first: read what it wrote
+            existing = cls._read_job_id(store)
+            if existing is None:
+                raise StorageError(f"{store.url}/{JOB_FILE}: written but not readable")
+        if job_id is not None and job_id != existing:
+            raise ConfigError(
+                f"store {store.url} holds job {existing!r}, not {job_id!r}: one store is one "
+                "job; pass the matching --job-id or use another store"
+            )
+        record = cls(store=store, job_id=existing, starts={}, ends={}, end_docs={})
+        record.reload()
+        return record
+
+    @staticmethod
+    def _read_job_id(store: Store) -> str | None:
+        try:
+            doc = json.loads(store.read_bytes(JOB_FILE))
+        except ObjectMissing:
+            return None
+        except ValueError as e:
+            raise StorageError(
+                f"{store.url}/{JOB_FILE} is not valid JSON: {e}", retryable=False
+            ) from e
+        return str(doc["job_id"])
+
+    def reload(self) -> None:
+        """Read every attempt object again (one listing, then the objects not yet read)."""
+        for n, kinds in sorted(_attempt_files(self.store).items()):
+            if "start" in kinds and n not in self.starts:
+                doc = self._read(attempt_path(n, "start"))
+                self.starts[n] = AttemptStart(
+                    attempt=n,
+                    started_s=float(doc["started_s"]),
+                    start_step=doc.get("start_step"),
+                    lease_epoch=doc.get("lease_epoch"),
+                    info=dict(doc.get("info") or {}),
+                )
+            if "end" in kinds and n not in self.ends:
+                doc = self._read(attempt_path(n, "end"))
+                self.end_docs[n] = doc
+                self.ends[n] = AttemptRecord(
+                    attempt=n,
+                    exit_class=ExitClass(doc["exit_class"]),
+                    started_s=float(doc["started_s"]),
+                    ended_s=float(doc["ended_s"]),
+                    start_step=doc.get("start_step"),
+                    end_step=doc.get("end_step"),
+                    returncode=doc.get("returncode"),
+                )
+
+    def _read(self, path: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.store.read_bytes(path))
+        except ValueError as e:
+            raise StorageError(
+                f"{self.store.url}/{path}: the job record is garbled ({e}); inspect it or start "
+                "a new job in another store",
+                retryable=False,
+            ) from e
+        if not isinstance(doc, dict):
+            raise StorageError(f"{self.store.url}/{path}: not a JSON object", retryable=False)
+        return doc
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def next_attempt(self) -> int:
+        """The number the next attempt gets: one past every attempt ever started."""
+        return max([0, *self.starts, *self.ends]) + 1
+
+    @property
+    def unfinished(self) -> list[AttemptStart]:
+        """Attempts that started and never ended (their supervisor died), oldest first."""
+        return [s for n, s in sorted(self.starts.items()) if n not in self.ends]
+
+    def retry_state(self) -> RetryState:
+        """The finished attempts as the retry policy sees them."""
+        return RetryState(attempts=tuple(r for _, r in sorted(self.ends.items())))
+
+    # ------------------------------------------------------------------ writing
+
+    def start(self, start: AttemptStart) -> None:
+        """Record that `start.attempt` began; refuses a number already taken."""
+        doc = {
+            "attempt": start.attempt,
+            "job_id": self.job_id,
+            "started_s": start.started_s,
+            "start_step": start.start_step,
+            "lease_epoch": start.lease_epoch,
+            "info": start.info,
+        }
+        if not self.store.create_exclusive(attempt_path(start.attempt, "start"), _dumps(doc)):
+            raise StorageError(
+                f"{self.store.url}: attempt {start.attempt} was started by another "
+                "supervisor; is a second supervisor running for this job?",
+                retryable=False,
+            )
+        self.starts[start.attempt] = start
+
+    def end(self, record: AttemptRecord, **extra: Any) -> bool:
+        """Record how an attempt ended; False when its end was already recorded."""
+        doc: dict[str, Any] = {
+            "attempt": record.attempt,
+            "job_id": self.job_id,
+            "exit_class": record.exit_class.value,
+            "started_s": record.started_s,
+            "ended_s": record.ended_s,
+            "duration_s": record.duration_s,
+            "start_step": record.start_step,
+            "end_step": record.end_step,
+            "returncode": record.returncode,
+            **extra,
+        }
+        created = self.store.create_exclusive(attempt_path(record.attempt, "end"), _dumps(doc))
+        if created:
+            self.ends[record.attempt] = record
+            self.end_docs[record.attempt] = doc
+        else:
+            self.reload()
+        return created
+
+    def mark_on_demand(self, doc: Mapping[str, Any]) -> bool:
+        """Record that the on-demand hook ran; False when it had run before."""
+        return self.store.create_exclusive(ON_DEMAND_FILE, _dumps(doc))
+
+    def summary(self) -> dict[str, int]:
+        """Attempts per exit class, for the log line a give-up prints."""
+        counts: dict[str, int] = {}
+        for r in self.ends.values():
+            counts[r.exit_class.value] = counts.get(r.exit_class.value, 0) + 1
+        return counts

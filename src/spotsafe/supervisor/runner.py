@@ -1,0 +1,441 @@
+"""The supervisor loop: ask the retry policy, carry out its answer, record what happened.
+
+    decision = policy.decide(record.retry_state(), rng=rng)
+    Done    -> exit 0
+    GiveUp  -> print the reason, exit 1
+    Restart -> wait after_s, run the next attempt, classify its exit, record it, loop
+
+Everything that decides is pure and lives elsewhere (`spotsafe.policy`: `classify_exit`,
+`RetryPolicy`; `lease.judge`); this module spawns, waits, signals and writes. Time, sleep and
+randomness are parameters.
+
+Exit codes: 0 the job succeeded; 1 the supervisor gave up (a budget is spent; the reason is
+printed and recorded); 75 the supervisor itself was asked to stop (SIGTERM / SIGINT / a cloud
+notice) and stopped its child: run it again, here or elsewhere, to continue the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from spotsafe.errors import StorageError, SupervisorError
+from spotsafe.events import EventLog, read_events
+from spotsafe.interrupt import NoticeWatcher, SignalCatcher, StopFlag, StopRequest, Watcher
+from spotsafe.policy import (
+    AttemptRecord,
+    Done,
+    ExitClass,
+    GiveUp,
+    Pool,
+    Restart,
+    RetryPolicy,
+    classify_exit,
+)
+from spotsafe.policy.retry import PREEMPTED_EXIT_CODE, Rng
+from spotsafe.storage import Store
+from spotsafe.supervisor.child import Child
+from spotsafe.supervisor.job import AttemptStart, JobRecord
+from spotsafe.supervisor.lease import Lease, LeaseKeeper
+from spotsafe.supervisor.progress import clean_stop_recorded, newest_valid_step
+
+__all__ = ["EXIT_GAVE_UP", "EXIT_STOPPED", "Outcome", "Supervisor"]
+
+log = logging.getLogger("spotsafe")
+
+EXIT_GAVE_UP = 1
+EXIT_STOPPED = PREEMPTED_EXIT_CODE  # the supervisor was stopped: run it again to continue
+LOGS_DIR = "logs"
+POLL_S = 0.05  # how often the wait loop looks at the child, the stop flag and the lease
+ENV_ON_DEMAND = "SPOTSAFE_ON_DEMAND"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How `Supervisor.run` ended."""
+
+    exit_code: int
+    reason: str
+    attempts: tuple[AttemptRecord, ...] = field(default=())
+
+
+class Supervisor:
+    """Runs one job's command until it succeeds, a budget is spent, or it is told to stop.
+
+    Args:
+        store: the job's store (also passed to the child as ``$SPOTSAFE_STORE``).
+        store_url: the URL the child opens (default ``store.url``).
+        command: the command line to run.
+        pool: the pool's settings (budgets, backoff, grace, lease TTL, on-demand hook).
+        pool_name: its name, passed as ``$SPOTSAFE_POOL``.
+        job_id: ``--job-id``; None: the record's, or one derived from the store URL.
+        config: the config file the pool came from, passed as ``$SPOTSAFE_CONFIG``.
+        watchers: cloud notice watchers; a STOP notice stops the child and the supervisor.
+        clock / wall_clock / sleep / rng: injected time and randomness.
+        echo: pass the child's output through to ours.
+
+    Example:
+        >>> import sys
+        >>> from spotsafe.storage import open_store
+        >>> from spotsafe.policy import Pool
+        >>> sup = Supervisor(store=open_store("memory://spotsafe-sup-doc"), watchers=[],
+        ...                  command=[sys.executable, "-c", "pass"], pool=Pool(), echo=False)
+        >>> sup.run().exit_code
+        0
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        command: Sequence[str],
+        pool: Pool,
+        pool_name: str = "standard",
+        store_url: str | None = None,
+        job_id: str | None = None,
+        config: Path | None = None,
+        watchers: Sequence[Watcher] = (),
+        extra_env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] | None = None,
+        rng: Rng | None = None,
+        echo: bool = True,
+        stdout: IO[bytes] | None = None,
+        stderr: IO[bytes] | None = None,
+    ) -> None:
+        if not command:
+            raise SupervisorError("no command to run: spotsafe run [OPTIONS] -- CMD ...")
+        self.store = store
+        self.store_url = store_url or store.url
+        self.command = list(command)
+        self.pool = pool
+        self.pool_name = pool_name
+        self.job_id = job_id
+        self.config = config
+        self.watchers = list(watchers)
+        self.extra_env = dict(extra_env or {})
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.flag = StopFlag()
+        self.sleep = sleep if sleep is not None else self._interruptible_sleep
+        self.rng: Rng = rng if rng is not None else random.Random()
+        self.policy = RetryPolicy.from_pool(pool)
+        self.echo = echo
+        self.stdout, self.stderr = stdout, stderr
+        self.record: JobRecord | None = None
+        self.lease = Lease(store, ttl_s=pool.lease_ttl_s, clock=clock, wall_clock=wall_clock)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> Outcome:
+        """Acquire the lease, recover cut-off attempts, then loop until done.
+
+        Raises:
+            LeaseHeld: another live supervisor runs this job.
+        """
+        record = JobRecord.open(self.store, job_id=self.job_id)
+        self.record = record
+        epoch = self.lease.acquire()
+        keeper = LeaseKeeper(self.lease, clock=self.clock).start()
+        in_main = _is_main_thread()
+        signals = SignalCatcher(self.flag, grace_s=self.pool.grace_s, clock=self.clock)
+        notices = NoticeWatcher(self.flag, self.watchers, clock=self.clock)
+        finished = False
+        try:
+            if in_main:
+                signals.__enter__()
+            notices.start()
+            log.info("job %s in %s: lease epoch %d", record.job_id, self.store.url, epoch)
+            self._recover(record)
+            outcome = self._loop(record, keeper)
+            finished = True
+            return outcome
+        finally:
+            notices.stop()
+            if in_main:
+                signals.__exit__(None, None, None)
+            keeper.stop()
+            if finished and not keeper.lost.is_set():
+                # A clean end (done, gave up, stopped on request): the next supervisor need
+                # not wait out the TTL. After a crash of ours, it waits: we may still be alive.
+                self.lease.release()
+
+    def _loop(self, record: JobRecord, keeper: LeaseKeeper) -> Outcome:
+        on_demand_done = False
+        while True:
+            decision = self.policy.decide(record.retry_state(), rng=self.rng)
+            if isinstance(decision, Done):
+                return Outcome(exit_code=0, reason="the job succeeded", attempts=self._attempts())
+            if isinstance(decision, GiveUp):
+                log.error("giving up on job %s: %s", record.job_id, decision.reason)
+                return Outcome(
+                    exit_code=EXIT_GAVE_UP, reason=decision.reason, attempts=self._attempts()
+                )
+            assert isinstance(decision, Restart)
+            if decision.after_s > 0:
+                log.warning("%s; next attempt in %.1f s", decision.reason, decision.after_s)
+                self.sleep(decision.after_s)
+            stop = self.flag.stop_requested
+            if stop is not None:
+                return Outcome(
+                    exit_code=EXIT_STOPPED,
+                    reason=f"stopped by {stop.source} before the next attempt",
+                    attempts=self._attempts(),
+                )
+            if keeper.lost.is_set():
+                raise SupervisorError(f"lost the job's lease: {keeper.reason}")
+            if decision.on_demand and not on_demand_done:
+                self._on_demand(record)
+                on_demand_done = True
+            result = self._attempt(record, keeper, on_demand=decision.on_demand)
+            if result is not None:
+                return result
+
+    def _attempts(self) -> tuple[AttemptRecord, ...]:
+        assert self.record is not None
+        return self.record.retry_state().attempts
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _attempt(
+        self, record: JobRecord, keeper: LeaseKeeper, *, on_demand: bool
+    ) -> Outcome | None:
+        """Run one attempt to its end and record it; an Outcome when the supervisor must stop."""
+        n = record.next_attempt
+        start_step = newest_valid_step(self.store, job_id=record.job_id)
+        started_s = self.wall_clock()
+        env = {
+            "SPOTSAFE_STORE": self.store_url,
+            "SPOTSAFE_JOB_ID": record.job_id,
+            "SPOTSAFE_ATTEMPT": str(n),
+            "SPOTSAFE_POOL": self.pool_name,
+            **self.extra_env,
+        }
+        if self.config is not None:
+            env["SPOTSAFE_CONFIG"] = str(self.config.absolute())
+        if on_demand:
+            env[ENV_ON_DEMAND] = "1"
+        events = EventLog(self.store, job_id=record.job_id, attempt=n, flush_interval_s=0)
+        info = {
+            "host": socket.gethostname(),
+            "supervisor_pid": os.getpid(),
+            "command": self.command,
+            "pool": self.pool_name,
+        }
+        record.start(
+            AttemptStart(
+                attempt=n,
+                started_s=started_s,
+                start_step=start_step,
+                lease_epoch=self.lease.epoch,
+                info=info,
+            )
+        )
+        child = Child(self.command, env=env, echo=self.echo, stdout=self.stdout, stderr=self.stderr)
+        _write_json_once(
+            self.store, f"job/attempts/{n:06d}-child.json", {"pid": child.pid, "pgid": child.pgid}
+        )
+        events.record("attempt_start", start_step=start_step, pid=child.pid, on_demand=on_demand)
+        _flush(events)
+        log.info("attempt %d started (pid %d) from step %s", n, child.pid, start_step)
+
+        code, stopped_by, lease_lost = self._wait(child, keeper, events)
+        ended_s = max(self.wall_clock(), started_s)
+        end_step = newest_valid_step(self.store, job_id=record.job_id)
+        clean = clean_stop_recorded(self.store, n)
+        progressed = AttemptRecord(
+            attempt=n,
+            exit_class=ExitClass.CRASH,
+            started_s=started_s,
+            ended_s=ended_s,
+            start_step=start_step,
+            end_step=end_step,
+        ).progressed
+        exit_class = classify_exit(code, clean_stop_recorded=clean, progressed=progressed)
+        attempt = AttemptRecord(
+            attempt=n,
+            exit_class=exit_class,
+            started_s=started_s,
+            ended_s=ended_s,
+            start_step=start_step,
+            end_step=end_step,
+            returncode=code,
+        )
+        _write_log(self.store, n, child.output.getvalue())
+        record.end(attempt, clean_stop=clean, stopped_by=stopped_by)
+        events.record(
+            "attempt_end",
+            exit_class=exit_class.value,
+            returncode=code,
+            duration_s=attempt.duration_s,
+            start_step=start_step,
+            end_step=end_step,
+            clean_stop=clean,
+            stopped_by=stopped_by,
+        )
+        _flush(events)
+        events.close()
+        log.warning(
+            "attempt %d ended: %s (exit %s), steps %s -> %s",
+            n,
+            exit_class.value,
+            code,
+            start_step,
+            end_step,
+        )
+        if lease_lost:
+            raise SupervisorError(f"lost the job's lease, stopped attempt {n}: {keeper.reason}")
+        if stopped_by is not None:
+            return Outcome(
+                exit_code=EXIT_STOPPED,
+                reason=f"stopped by {stopped_by}; attempt {n} ended {exit_class.value}",
+                attempts=self._attempts(),
+            )
+        return None
+
+    def _wait(
+        self, child: Child, keeper: LeaseKeeper, events: EventLog
+    ) -> tuple[int, str | None, bool]:
+        """Wait for the child; forward a stop (signal, notice, lost lease) with the grace."""
+        stopped_by: str | None = None
+        kill_at: float | None = None
+        lease_lost = False
+        while True:
+            code = child.wait(POLL_S)
+            if code is not None:
+                return code, stopped_by, lease_lost
+            now = self.clock()
+            if stopped_by is None:
+                stop = self.flag.stop_requested
+                if stop is None and keeper.lost.is_set():
+                    lease_lost = True
+                    stopped_by = "lease lost"
+                    kill_at = now + self.pool.grace_s
+                elif stop is not None:
+                    stopped_by = stop.source
+                    kill_at = now + self._grace(stop, now)
+                    events.record(
+                        "notice",
+                        source=stop.source,
+                        action="forward_sigterm",
+                        deadline_in_s=stop.remaining_s(now),
+                    )
+                    _flush(events)
+                if stopped_by is not None:
+                    log.warning("%s: SIGTERM to attempt's process group", stopped_by)
+                    child.signal_group(signal.SIGTERM)
+            elif kill_at is not None and now >= kill_at:
+                log.warning("the child did not exit within the grace: SIGKILL")
+                child.signal_group(signal.SIGKILL)
+                kill_at = None
+
+    def _grace(self, stop: StopRequest, now: float) -> float:
+        """Seconds the child gets before SIGKILL: the pool's grace, or less if a notice's
+        deadline comes sooner (a spot VM vanishes at its deadline anyway)."""
+        left = stop.remaining_s(now)
+        if left is None or stop.source.startswith("signal:"):
+            return self.pool.grace_s
+        return max(0.0, min(self.pool.grace_s, left))
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self, record: JobRecord) -> None:
+        """Close the attempts a dead supervisor left open: no exit recorded, so UNCLEAN (or
+        PREEMPTED when the child recorded a clean stop), ending at its last sign of life."""
+        for start in record.unfinished:
+            n = start.attempt
+            events = read_events(self.store, attempt=n)
+            last_seen = max([start.started_s, *(e.t for e in events)])
+            clean = any(e.kind == "stop" and e.get("clean") is True for e in events)
+            end_step = newest_valid_step(self.store, job_id=record.job_id)
+            partial = AttemptRecord(
+                attempt=n,
+                exit_class=ExitClass.UNCLEAN,
+                started_s=start.started_s,
+                ended_s=last_seen,
+                start_step=start.start_step,
+                end_step=end_step,
+            )
+            exit_class = classify_exit(
+                None, clean_stop_recorded=clean, progressed=partial.progressed
+            )
+            attempt = AttemptRecord(
+                attempt=n,
+                exit_class=exit_class,
+                started_s=start.started_s,
+                ended_s=last_seen,
+                start_step=start.start_step,
+                end_step=end_step,
+                returncode=None,
+            )
+            if record.end(attempt, clean_stop=clean, recovered=True):
+                log.warning(
+                    "attempt %d was cut off with its supervisor: recorded as %s",
+                    n,
+                    exit_class.value,
+                )
+                log_ = EventLog(self.store, job_id=record.job_id, attempt=n, flush_interval_s=0)
+                log_.record(
+                    "attempt_end",
+                    exit_class=exit_class.value,
+                    returncode=None,
+                    duration_s=attempt.duration_s,
+                    recovered=True,
+                    start_step=start.start_step,
+                    end_step=end_step,
+                )
+                _flush(log_)
+                log_.close()
+
+    # ------------------------------------------------------------------ on-demand
+
+    def _on_demand(self, record: JobRecord) -> None:
+        """Run the pool's on-demand hook once per job; the env flag goes to every attempt."""
+        command = self.pool.on_demand_command
+        if command is None:
+            return
+        if not record.mark_on_demand({"wall_s": self.wall_clock(), "command": command}):
+            return
+        log.warning("falling back to on-demand capacity: %s", command)
+        result = subprocess.run(command, shell=True, check=False)
+        if result.returncode != 0:
+            log.error("the on-demand hook exited %d", result.returncode)
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when a stop is requested."""
+        self.flag.wait(seconds)
+
+
+def _is_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _flush(events: EventLog) -> None:
+    try:
+        events.flush()
+    except StorageError as e:
+        # The event log is for reports; the job record (written above) is what decides.
+        log.warning("could not write supervisor events: %s", e)
+
+
+def _write_json_once(store: Store, path: str, doc: Mapping[str, object]) -> None:
+    store.create_exclusive(path, json.dumps(doc).encode())
+
+
+def _write_log(store: Store, attempt: int, data: bytes) -> None:
+    try:
+        store.create_exclusive(f"{LOGS_DIR}/attempt-{attempt:06d}.log", data)
+    except StorageError as e:
+        log.warning("could not keep attempt %d's log in the store: %s", attempt, e)
