@@ -177,13 +177,19 @@ def read_lease(store: Store) -> LeaseView:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether `pid` is a live process here (a zombie, killed but not yet reaped, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 class Lease:
@@ -217,6 +223,8 @@ class Lease:
         self.wall_clock = wall_clock
         self.sleep = sleep
         self.epoch: int | None = None
+        self.taken_over: LeaseView | None = None
+        """The stale lease this one replaced: its last heartbeat dates a dead holder's end."""
         self.token = secrets.token_hex(8)
         self.machine = machine_id()
         self._beat = 0
@@ -259,6 +267,7 @@ class Lease:
             if verdict.action == "free":
                 epoch = (view.epoch or 0) + 1
                 if self._create(epoch):
+                    self.taken_over = view if view.epoch is not None else None
                     if view.epoch is not None:
                         log.warning(
                             "took over the job's lease (epoch %d): %s", epoch, verdict.reason

@@ -357,7 +357,11 @@ class Supervisor:
         for start in record.unfinished:
             n = start.attempt
             events = read_events(self.store, attempt=n)
-            last_seen = max([start.started_s, *(e.t for e in events)])
+            seen = [start.started_s, *(e.t for e in events)]
+            old = self.lease.taken_over
+            if old is not None and old.epoch == start.lease_epoch and old.beat_wall_s:
+                seen.append(old.beat_wall_s)  # its supervisor was alive until then
+            last_seen = max(seen)
             clean = any(e.kind == "stop" and e.get("clean") is True for e in events)
             end_step = newest_valid_step(self.store, job_id=record.job_id)
             partial = AttemptRecord(

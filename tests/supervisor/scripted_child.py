@@ -1,0 +1,83 @@
+"""A torch-free child whose behaviour per attempt is given on the command line.
+
+    python -m tests.supervisor.scripted_child PLAN1 PLAN2 ...
+
+Attempt N ($SPOTSAFE_ATTEMPT) runs PLAN_N (the last plan repeats). A plan is a comma-separated
+list of actions, run in order:
+
+    ckpt:S      commit a (tensor-free) checkpoint at step S, in the real manifest format
+    cleanstop   record the Guard's clean `stop` event for this attempt
+    exit:C      exit with code C
+    term75      from now on, SIGTERM makes the process exit 75 (as the Guard does)
+    ignoreterm  from now on, SIGTERM is ignored
+    grandchild  start a `sleep` in the same process group, print its pid
+    hang        print "hanging" and sleep until killed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import xxhash
+
+from spotsafe.events import EventLog
+from spotsafe.storage import open_store
+
+
+def commit_checkpoint(store_url: str, step: int) -> None:
+    """A checkpoint with no tensors, committed the way the Checkpointer commits one."""
+    store = open_store(store_url)
+    attempt = int(os.environ.get("SPOTSAFE_ATTEMPT", "0") or 0)
+    body = {
+        "step": step, "epoch": 0, "created_at": time.time(), "writer": secrets.token_hex(8),
+        "job_id": os.environ.get("SPOTSAFE_JOB_ID"), "attempt": attempt,
+        "generation": attempt, "world_size": 1, "versions": {}, "config_fingerprint": None,
+        "files": {}, "tensors": [], "tree": {"step": step}, "extra": {},
+    }  # fmt: skip
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    doc = {"format": "spotsafe-checkpoint", "schema": 1,
+           "xxh3": xxhash.xxh3_128_hexdigest(canonical), "manifest": body}  # fmt: skip
+    path = f"checkpoints/step-{step:012d}-{secrets.token_hex(4)}/MANIFEST.json"
+    store.write_bytes(path, json.dumps(doc).encode())
+
+
+def main() -> None:
+    plans = sys.argv[1:]
+    attempt = int(os.environ["SPOTSAFE_ATTEMPT"])
+    plan = plans[min(attempt, len(plans)) - 1]
+    store_url = os.environ["SPOTSAFE_STORE"]
+    print(f"attempt {attempt}: {plan}", flush=True)
+    for action in plan.split(","):
+        name, _, arg = action.partition(":")
+        if name == "ckpt":
+            commit_checkpoint(store_url, int(arg))
+        elif name == "cleanstop":
+            events = EventLog(open_store(store_url), job_id=os.environ.get("SPOTSAFE_JOB_ID"),
+                              attempt=attempt, flush_interval_s=0)  # fmt: skip
+            events.record("stop", clean=True, step=0, source="signal:SIGTERM")
+            events.close()
+        elif name == "exit":
+            sys.exit(int(arg))
+        elif name == "term75":
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(75))
+        elif name == "ignoreterm":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif name == "grandchild":
+            proc = subprocess.Popen(["sleep", "300"])
+            print(f"grandchild {proc.pid}", flush=True)
+        elif name == "hang":
+            print("hanging", flush=True)
+            while True:
+                time.sleep(1)
+        else:
+            raise SystemExit(f"unknown action {action!r}")
+
+
+if __name__ == "__main__":
+    main()
