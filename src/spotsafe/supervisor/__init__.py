@@ -5,7 +5,7 @@ and the lease (`Lease`) in the job's store, so any machine can continue the job.
 ``spotsafe chaos`` is `run_chaos`. No torch is imported here.
 """
 
-from spotsafe.supervisor.job import JobRecord, current_generation, default_job_id
+from spotsafe.supervisor.job import JobRecord, check_fence, current_generation, default_job_id
 from spotsafe.supervisor.lease import Lease, LeaseLost, judge
 from spotsafe.supervisor.progress import newest_valid_step
 from spotsafe.supervisor.runner import EXIT_GAVE_UP, EXIT_STOPPED, Outcome, Supervisor
@@ -18,6 +18,7 @@ __all__ = [
     "LeaseLost",
     "Outcome",
     "Supervisor",
+    "check_fence",
     "current_generation",
     "default_job_id",
     "judge",

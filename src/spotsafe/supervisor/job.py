@@ -36,6 +36,7 @@ __all__ = [
     "JOB_DIR",
     "AttemptStart",
     "JobRecord",
+    "check_fence",
     "current_generation",
     "default_job_id",
 ]
@@ -79,6 +80,28 @@ def current_generation(store: Store) -> int | None:
     """
     numbers = [n for n, kinds in _attempt_files(store).items() if "start" in kinds]
     return max(numbers) if numbers else None
+
+
+def check_fence(store: Store, generation: int | None) -> None:
+    """Raise StorageError when a newer attempt than `generation` has started.
+
+    The Checkpointer calls this right before it writes a manifest: a stale attempt's commit
+    never lands over a newer generation's. None (not under the supervisor) always passes.
+
+    Example:
+        >>> from spotsafe.storage import open_store
+        >>> check_fence(open_store("memory://spotsafe-fence-doc"), 3)
+    """
+    if generation is None:
+        return
+    current = current_generation(store)
+    if current is not None and current > generation:
+        raise StorageError(
+            f"{store.url}: refusing to commit a checkpoint of attempt {generation}: attempt "
+            f"{current} has started since (another supervisor took the job over); this "
+            "process is stale and must stop",
+            retryable=False,
+        )
 
 
 def default_job_id(store_url: str) -> str:
