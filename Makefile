@@ -30,5 +30,14 @@ demo: venv
 bench: venv
 	$(PY) bench/checkpoint_bench.py
 
+# 100 random interruptions (SIGTERM and SIGKILL of the training process, SIGKILL mid-save,
+# SIGTERM and SIGKILL of the supervisor itself), then a bit-for-bit comparison with an
+# uninterrupted run. Takes several minutes: every restart imports torch again.
+CHAOS_KILLS ?= 100
+chaos: venv
+	$(VENV)/bin/spotsafe chaos --kills $(CHAOS_KILLS) --seed 1 --max-delay-s 5 -- \
+		sh -c 'exec "$$0" -m tests.support.guarded_train "$$SPOTSAFE_STORE" "$$@"' $(abspath $(PY)) \
+		--epochs 200 --every 5 --step-s 0.02
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

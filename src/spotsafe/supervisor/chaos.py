@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spotsafe.errors import ObjectMissing, SupervisorError
+from spotsafe.errors import ConfigError, ObjectMissing, SupervisorError
 from spotsafe.storage import Store, open_store
 from spotsafe.supervisor.job import ATTEMPTS_DIR, JobRecord
 from spotsafe.supervisor.progress import (
@@ -231,6 +231,8 @@ def run_chaos(
         progress: called with one line per interruption.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    if any(workdir.iterdir()):
+        raise ConfigError(f"{workdir}: the chaos scratch directory must be empty")
     config = workdir / "spotsafe.toml"
     write_config(config, kills=kills, grace_s=grace_s)
     rng = random.Random(seed)
