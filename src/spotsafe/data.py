@@ -90,7 +90,7 @@ class ResumableLoader:
         rng.restore(saved["global"])
         g = self._generator()
         if g is not None and saved["generator"] is not None:
-            rng.set_generator_state(g, saved["generator"])
+            g.set_state(saved["generator"])
 
     def __iter__(self) -> Iterator[Any]:
         pending, self._pending = self._pending, None
@@ -151,7 +151,7 @@ class ResumableLoader:
         """Resume from ``state`` at the next ``iter()``."""
         g = self._generator()
         if g is not None and state.get("generator") is not None:
-            rng.set_generator_state(g, state["generator"])
+            g.set_state(state["generator"])
         self._in_epoch = bool(state["in_epoch"])
         self._consumed = int(state["consumed"])
         self._epoch_rng = state["epoch_rng"]

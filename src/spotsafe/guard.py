@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
-from spotsafe.checkpoint import Checkpointer, PendingSave
+from spotsafe.checkpoint import Checkpointer, PendingSave, distributed
 from spotsafe.data import shield_workers
 from spotsafe.errors import ConfigError, SpotsafeError, StopError, StorageError
 from spotsafe.interrupt import (
@@ -209,26 +209,40 @@ class Guard:
         self._collect(block=False)
 
         stop = self.flag.stop_requested
+        early = self.flag.take_save_now()
+        due = self.interval.decide(
+            IntervalState(
+                now_s=now,
+                last_save_s=self._last_save_s,
+                steps_since_save=self._steps_since_save,
+                mean_step_s=self._mean_step_s,
+                save_blocking_s=self._blocking_s,
+                persist_s=self._persist_s,
+                mtbi_s=None,
+            )
+        )
+        if distributed.active():
+            # Every rank must stop and save at the same step: one tiny all-reduce per step.
+            any_stop, any_early, any_due = distributed.any_flags(
+                [stop is not None, early is not None, isinstance(due, SaveNow)]
+            )
+            if any_stop and stop is None:
+                stop = StopRequest(
+                    source="peer-rank", kind=StopKind.STOP, deadline_s=None, received_s=now
+                )
+            if any_early and early is None:
+                early = StopRequest(
+                    source="peer-rank", kind=StopKind.SAVE_NOW, deadline_s=None, received_s=now
+                )
+            if any_due and not isinstance(due, SaveNow):
+                due = SaveNow(reason="another rank's interval")
         if stop is not None:
             self._stop(stop)
-        early = self.flag.take_save_now()
         if early is not None:
             self._record("notice", source=early.source, action="save_now", step=self.state.step)
             self._save(f"early warning from {early.source}")
-        else:
-            decision = self.interval.decide(
-                IntervalState(
-                    now_s=now,
-                    last_save_s=self._last_save_s,
-                    steps_since_save=self._steps_since_save,
-                    mean_step_s=self._mean_step_s,
-                    save_blocking_s=self._blocking_s,
-                    persist_s=self._persist_s,
-                    mtbi_s=None,
-                )
-            )
-            if isinstance(decision, SaveNow):
-                self._save(decision.reason)
+        elif isinstance(due, SaveNow):
+            self._save(due.reason)
         if self.events is not None and now - self._last_heartbeat_s >= self.heartbeat_s:
             self._last_heartbeat_s = now
             self._record("heartbeat", step=self.state.step, epoch=self.state.epoch)

@@ -28,9 +28,7 @@ def restore(state: dict[str, Any]) -> None:
     """Put every generator back to ``state`` (from :func:`capture`)."""
     random.setstate(_as_tuples(state["python"]))
     np.random.set_state(state["numpy"])
-    # Loaded tensors are views into a file buffer; torch's RNG setters want a tensor of its
-    # own (a view with a storage offset crashes set_rng_state in torch 2.13).
-    torch.set_rng_state(_own(state["torch"]))
+    torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None:
         if not torch.cuda.is_available():
@@ -43,9 +41,9 @@ def restore(state: dict[str, Any]) -> None:
                 torch.cuda.device_count(),
             )
             for i, s in enumerate(cuda[: torch.cuda.device_count()]):
-                torch.cuda.set_rng_state(_own(s), i)
+                torch.cuda.set_rng_state(s, i)
         else:
-            torch.cuda.set_rng_state_all([_own(s) for s in cuda])
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _as_tuples(value: Any) -> Any:
@@ -53,13 +51,3 @@ def _as_tuples(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_as_tuples(v) for v in value)
     return value
-
-
-def _own(t: torch.Tensor) -> torch.Tensor:
-    """A compact copy of ``t`` (RNG states are a few KB)."""
-    return t.clone(memory_format=torch.contiguous_format)
-
-
-def set_generator_state(g: torch.Generator, state: torch.Tensor) -> None:
-    """``g.set_state`` that is safe for loaded (view) tensors."""
-    g.set_state(_own(state))

@@ -62,6 +62,9 @@ class TrainState:
                     " GradScaler, StatefulDataLoader or spotsafe.ResumableLoader)"
                 )
         self.objects: dict[str, Any] = dict(objects)
+        #: Names of objects whose state differs per rank under torch.distributed (data
+        #: loaders by default). The others are replicated (DDP) and written once, by rank 0.
+        self.per_rank: set[str] = {n for n, o in objects.items() if _is_loader(o)}
         self.step = 0
         self.epoch = 0
         self.config_fingerprint = None if config is None else config_fingerprint(config)
@@ -72,6 +75,23 @@ class TrainState:
             "objects": {name: obj.state_dict() for name, obj in self.objects.items()},
             "step": self.step,
             "epoch": self.epoch,
+            "rng": rng.capture(),
+        }
+
+    def shared_state_dict(self) -> dict[str, Any]:
+        """The part every rank holds alike: replicated objects and the counters."""
+        return {
+            "objects": {
+                n: o.state_dict() for n, o in self.objects.items() if n not in self.per_rank
+            },
+            "step": self.step,
+            "epoch": self.epoch,
+        }
+
+    def rank_state_dict(self) -> dict[str, Any]:
+        """The part that is this rank's own: per-rank objects and every RNG."""
+        return {
+            "objects": {n: o.state_dict() for n, o in self.objects.items() if n in self.per_rank},
             "rng": rng.capture(),
         }
 
@@ -108,7 +128,7 @@ class TrainState:
         return {
             "job_id": os.environ.get(ENV_JOB_ID) or None,
             "attempt": int(attempt) if attempt and attempt.isdigit() else None,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "world_size": _world_size(),
             "versions": {
                 "spotsafe": __version__,
                 "torch": torch.__version__,
@@ -120,3 +140,29 @@ class TrainState:
 
     def __repr__(self) -> str:
         return f"TrainState(step={self.step}, epoch={self.epoch}, objects={sorted(self.objects)})"
+
+
+def merge_parts(shared: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """One rank's full state from the shared part and its own part."""
+    return {
+        "objects": {**shared["objects"], **own["objects"]},
+        "step": shared["step"],
+        "epoch": shared["epoch"],
+        "rng": own["rng"],
+    }
+
+
+def _is_loader(obj: Any) -> bool:
+    from spotsafe.data import ResumableLoader
+
+    if isinstance(obj, ResumableLoader):
+        return True
+    import torch.utils.data
+
+    return isinstance(obj, torch.utils.data.DataLoader)
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from spotsafe.checkpoint import layout, tree
+from spotsafe.checkpoint import distributed, layout, tree
 from spotsafe.checkpoint.manifest import (
     CHECKPOINTS_DIR,
     MANIFEST_NAME,
@@ -49,7 +49,7 @@ from spotsafe.errors import (
     StorageError,
 )
 from spotsafe.events import EventLog
-from spotsafe.state import ENV_ATTEMPT, ENV_JOB_ID, TrainState
+from spotsafe.state import ENV_ATTEMPT, ENV_JOB_ID, TrainState, merge_parts
 from spotsafe.storage import Store, store_from_env
 from spotsafe.storage.ephemeral import check_store_durable
 
@@ -60,6 +60,7 @@ DEFAULT_IO_THREADS = 4
 # Unchanged tensors smaller than this are written again rather than referenced: rewriting a
 # few KB (RNG states, counters) is cheaper than keeping an old data file alive for them.
 MIN_SHARED_BYTES = 64 * 1024
+OWN_STORAGE_BYTES = 1024 * 1024  # loaded tensors below this are copied out of the file buffer
 
 
 class Status(str, Enum):
@@ -219,13 +220,77 @@ class Checkpointer:
     # ------------------------------------------------------------------ saving
 
     def save(self, state: TrainState) -> SaveInfo:
-        """Commit a checkpoint of ``state`` at ``state.step``; durable when this returns."""
+        """Commit a checkpoint of ``state`` at ``state.step``; durable when this returns.
+
+        Under torch.distributed every rank must call it at the same step: each writes its
+        own part, rank 0 commits, and all return once the checkpoint is committed.
+        """
         t0 = self.clock()
         self._raise_background_error()
         self.wait()
+        if distributed.active():
+            return self._save_distributed(state, t0)
         encoded, tensors, meta = self._capture(state)
         parts = [_to_cpu_bytes(t) for t in tensors]
         return self._persist(state.step, state.epoch, encoded, parts, meta, t0, t0)
+
+    def _save_distributed(self, state: TrainState, t0: float) -> SaveInfo:
+        rank, world = distributed.rank_and_world()
+        directory = checkpoint_dir(state.step, distributed.broadcast(secrets.token_hex(4)))
+        part = {"rank": state.rank_state_dict(), "shared": None}
+        if rank == 0:
+            part["shared"] = state.shared_state_dict()
+        tensors: list[torch.Tensor] = []
+        encoded = tree.encode(part, tensors)
+        layouts = [(tree.dtype_name(t.dtype), list(t.shape)) for t in tensors]
+        try:
+            entries, files, written = self._write_data(
+                f"{directory}/rank-{rank:05d}", [_to_cpu_bytes(t) for t in tensors], layouts
+            )
+            mine: Any = (encoded, [dataclasses.asdict(e) for e in entries], files, written)
+        except StorageError as e:
+            mine = f"rank {rank}: {e}"
+        gathered = distributed.gather(mine)
+        error = None
+        if gathered is not None:  # rank 0 commits once every rank's part is durable
+            failures = [g for g in gathered if isinstance(g, str)]
+            error = "; ".join(failures) or None
+            if error is None:
+                trees: list[Any] = []
+                all_entries: list[TensorEntry] = []
+                all_files: dict[str, int] = {}
+                total = 0
+                for enc, ents, fls, wr in gathered:
+                    trees.append(distributed.offset_tensors(enc, len(all_entries)))
+                    all_entries.extend(TensorEntry(**e) for e in ents)
+                    all_files.update(fls)
+                    total += wr
+                meta = state.metadata()
+                meta["world_size"] = world
+                if self.job_id is not None:
+                    meta["job_id"] = self.job_id
+                combined = {"$dict": [["ranks", {"$list": trees}]]}
+                try:
+                    self._commit(
+                        directory, state.step, state.epoch, combined, all_entries, all_files,
+                        meta, total, t0, t0,
+                    )  # fmt: skip
+                except StorageError as e:
+                    error = f"rank 0: {e}"
+        error = distributed.broadcast(error)
+        if error is not None:
+            raise StorageError(f"distributed checkpoint at step {state.step} failed: {error}")
+        done = self.clock()
+        return SaveInfo(
+            step=state.step,
+            path=f"{self.store.url}/{directory}",
+            bytes_written=0
+            if gathered is None
+            else sum(g[3] for g in gathered if not isinstance(g, str)),
+            bytes_total=0,
+            blocking_s=done - t0,
+            persist_s=done - t0,
+        )
 
     def save_async(self, state: TrainState) -> PendingSave:
         """Snapshot ``state`` now and commit it in the background.
@@ -234,6 +299,11 @@ class Checkpointer:
         checkpoint holds the values of this moment even if training changes them right
         after. One save is in flight at a time: a second call waits for the first.
         """
+        if distributed.active():
+            # Collectives must stay on the training thread: distributed saves are synchronous.
+            future: cf.Future[SaveInfo] = cf.Future()
+            future.set_result(self.save(state))
+            return PendingSave(future, state.step)
         t0 = self.clock()
         self._raise_background_error()
         self.wait()
@@ -346,22 +416,45 @@ class Checkpointer:
             self._inflight.add(directory)
         try:
             entries, files, written = self._write_data(directory, parts, meta["layouts"])
-            manifest = Manifest(
-                step=step,
-                epoch=epoch,
-                created_at=self.wall_clock(),
-                writer=self.writer,
-                job_id=meta["job_id"],
-                attempt=meta["attempt"],
-                generation=self.generation,
-                world_size=meta["world_size"],
-                versions=meta["versions"],
-                config_fingerprint=meta["config_fingerprint"],
-                files=files,
-                tensors=entries,
-                tree=encoded,
+            return self._commit(
+                directory, step, epoch, encoded, entries, files, meta, written, t0, blocked_until
             )
-            # The commit: the manifest goes last, after every data file is durable.
+        finally:
+            with self._lock:
+                self._inflight.discard(directory)
+
+    def _commit(
+        self,
+        directory: str,
+        step: int,
+        epoch: int,
+        encoded: Any,
+        entries: list[TensorEntry],
+        files: dict[str, int],
+        meta: dict[str, Any],
+        written: int,
+        t0: float,
+        blocked_until: float,
+    ) -> SaveInfo:
+        """Write the manifest, last: from now on the checkpoint exists. Then prune."""
+        manifest = Manifest(
+            step=step,
+            epoch=epoch,
+            created_at=self.wall_clock(),
+            writer=self.writer,
+            job_id=meta["job_id"],
+            attempt=meta["attempt"],
+            generation=self.generation,
+            world_size=meta["world_size"],
+            versions=meta["versions"],
+            config_fingerprint=meta["config_fingerprint"],
+            files=files,
+            tensors=entries,
+            tree=encoded,
+        )
+        with self._lock:
+            self._inflight.add(directory)
+        try:
             self.store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
         finally:
             with self._lock:
@@ -467,7 +560,10 @@ class Checkpointer:
         dirs: dict[str, dict[str, int]] = {}
         for path, size in listed.items():
             full = f"{CHECKPOINTS_DIR}/{path}" if not path.startswith(CHECKPOINTS_DIR) else path
-            directory, _, name = full.rpartition("/")
+            # checkpoints/<dir>/<name>, where <name> may be rank-00001/data-000.bin
+            top, _, rest = full.partition("/")
+            dirname, _, name = rest.partition("/")
+            directory = f"{top}/{dirname}"
             if parse_checkpoint_dir(directory) is None:
                 continue
             dirs.setdefault(directory, {})[name] = size
@@ -603,10 +699,16 @@ class Checkpointer:
                     )
                 _check_sizes(manifest, all_sizes, f"{self.store.url}/{c.path}")
                 tensors = self._load_tensors(manifest, c.path)
-                decoded = tree.decode(manifest.tree, tensors)
+                decoded = _this_ranks_state(
+                    tree.decode(manifest.tree, tensors), manifest, f"{self.store.url}/{c.path}"
+                )
+                problem = None
             except CheckpointCorrupt as e:
-                self._quarantine(c.path, str(e))
-                skipped.append((c.path, str(e)))
+                problem = str(e)
+                self._quarantine(c.path, problem)
+            # Under torch.distributed every rank must load the same step, or none does.
+            if not distributed.all_true(problem is None):
+                skipped.append((c.path, problem or "invalid on another rank"))
                 continue
             state.load_state_dict(decoded)
             self._resumed_from = c.path
@@ -796,6 +898,23 @@ class Checkpointer:
             self.events.record(kind, **fields)
 
 
+def _this_ranks_state(decoded: Any, manifest: Manifest, where: str) -> Any:
+    """The state this process loads: the whole tree, or its rank's part of a
+    torch.distributed checkpoint (see spotsafe.checkpoint.distributed)."""
+    rank, world = distributed.rank_and_world()
+    ranks = decoded.get("ranks") if isinstance(decoded, dict) and "objects" not in decoded else None
+    if manifest.world_size != world or (ranks is None) != (world == 1):
+        raise CheckpointMismatch(
+            f"{where} was written by {manifest.world_size} process(es), this run has {world};"
+            " resume with the same world size"
+        )
+    if ranks is None:
+        return decoded
+    if len(ranks) != world:
+        raise CheckpointCorrupt(f"{where}: state for {len(ranks)} ranks, manifest says {world}")
+    return merge_parts(ranks[0]["shared"], ranks[rank]["rank"])
+
+
 def _check_sizes(manifest: Manifest, sizes: dict[str, int], where: str) -> None:
     for path, size in manifest.files.items():
         got = sizes.get(path)
@@ -818,7 +937,11 @@ def _tensor_from_bytes(data: torch.Tensor, entry: TensorEntry, where: str) -> to
     try:
         if data.numel() == 0:
             return torch.empty(shape, dtype=dtype)
-        return data.view(dtype).reshape(shape)
+        t = data.view(dtype).reshape(shape)
+        # Small tensors (RNG and generator states, counters) get storage of their own: some
+        # consumers read a tensor's storage from its start (Generator.set_state fails on a
+        # view into the file buffer). Large ones stay views; load_state_dict copies them.
+        return t.clone() if data.numel() < OWN_STORAGE_BYTES else t
     except RuntimeError as e:
         raise CheckpointCorrupt(f"{where}: tensor bytes do not fit {entry.dtype}{shape}") from e
 
