@@ -40,6 +40,7 @@ from spotsafe.supervisor.progress import (
     MANIFEST_NAME,
     FinalState,
     final_state,
+    newest_valid_step,
 )
 
 __all__ = ["KINDS", "ChaosReport", "Interruption", "plan", "run_chaos"]
@@ -55,6 +56,9 @@ class Interruption:
 
     kind: str
     delay_s: float
+    after_save: bool = True
+    """Count the delay from the attempt's first checkpoint (training is underway), not from
+    its start: otherwise a slow start (torch's import) would swallow most interruptions."""
 
 
 def plan(
@@ -66,10 +70,13 @@ def plan(
         >>> [i.kind for i in plan(3, rng=random.Random(1), min_delay_s=0, max_delay_s=1)]
         ['kill-child', 'term-child', 'term-supervisor']
     """
-    return [
-        Interruption(kind=rng.choice(KINDS), delay_s=rng.uniform(min_delay_s, max_delay_s))
-        for _ in range(kills)
-    ]
+    out = []
+    for _ in range(kills):
+        kind = rng.choice(KINDS)
+        delay_s = rng.uniform(min_delay_s, max_delay_s)
+        # One in four lands anywhere from the start, start-up included.
+        out.append(Interruption(kind=kind, delay_s=delay_s, after_save=rng.random() >= 0.25))
+    return out
 
 
 @dataclass(slots=True, kw_only=True)
@@ -94,8 +101,15 @@ class ChaosReport:
 
     @property
     def identical(self) -> bool:
-        """Whether both runs ended in the same state, bit for bit."""
-        return self.chaos_final is not None and self.chaos_final == self.reference_final
+        """Whether both runs ended with the same tensors, bit for bit, at the same step."""
+        c, r = self.chaos_final, self.reference_final
+        return c is not None and r is not None and (c.step, c.tensors) == (r.step, r.tensors)
+
+    @property
+    def same_counters(self) -> bool:
+        """Whether the non-tensor state (epoch, loader position, RNG) matched as well."""
+        c, r = self.chaos_final, self.reference_final
+        return c is not None and r is not None and (c.epoch, c.tree) == (r.epoch, r.tree)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +129,13 @@ class ChaosReport:
             f"final state: {'IDENTICAL' if self.identical else 'DIFFERENT'}"
             + (f" ({len(c.tensors)} tensors compared)" if c and self.identical else ""),
         ]
+        if self.identical and not self.same_counters:
+            lines.append(
+                "note: the non-tensor state differs (epoch "
+                f"{c.epoch if c else '-'} vs {r.epoch if r else '-'}): the newest checkpoints "
+                "were taken at different points of the last step (e.g. before and after the "
+                "epoch ended)"
+            )
         lines += [f"problem: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -184,6 +205,11 @@ class _Job:
                 return None
             return n, int(doc["pgid"])
         return None
+
+    def start_step(self, attempt: int) -> int | None:
+        doc = json.loads(self.store.read_bytes(f"{ATTEMPTS_DIR}/{attempt:06d}-start.json"))
+        step = doc.get("start_step")
+        return None if step is None else int(step)
 
     def ended(self, attempt: int) -> bool:
         return f"{ATTEMPTS_DIR}/{attempt:06d}-end.json" in self.store.list(ATTEMPTS_DIR)
@@ -325,6 +351,13 @@ def _interrupt(
 ) -> bool:
     """Wait the planned delay, then interrupt `attempt`; whether it was still running."""
     assert job.proc is not None
+    if planned.after_save:
+        start_step = job.start_step(attempt)
+        while newest_valid_step(job.store) == start_step:
+            check_time()
+            if job.ended(attempt) or job.proc.poll() is not None:
+                return False
+            time.sleep(POLL_S)
     end = time.monotonic() + planned.delay_s
     if planned.kind == "kill-mid-save":
         while time.monotonic() < end:
