@@ -157,3 +157,24 @@ def test_flush_past_the_deadline_is_recorded(tmp_path) -> None:
     (event,) = stop_events(tmp_path)
     assert event.get("clean") is True and event.get("deadline_met") is False
     assert json.dumps(event.fields)  # plain JSON, readable by the report
+
+
+def test_loader_workers_outlive_a_signal_to_the_whole_process_group(tmp_path) -> None:
+    """Slurm and `kill -- -PGID` signal every process; workers must not die before the flush."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), SPOTSAFE_CLOUD="none")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.guarded_train", str(tmp_path), "--workers", "2",
+         "--step-s", "0.05", "--every", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=full_env,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "step 5":
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    assert "DataLoader worker" not in err
+    (event,) = stop_events(tmp_path)
+    assert event.get("clean") is True and event.get("step") == newest_step(tmp_path)

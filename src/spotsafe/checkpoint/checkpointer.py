@@ -117,11 +117,17 @@ class RestoreInfo:
 
 
 class PendingSave:
-    """A save running in the background; ``wait()`` for it or ask ``done()``."""
+    """A save running in the background; ``wait()`` for it or ask ``done()``.
 
-    def __init__(self, future: cf.Future[SaveInfo], step: int) -> None:
+    A failure is raised by ``wait()``; if nobody waits, by the checkpointer's next save.
+    """
+
+    def __init__(
+        self, future: cf.Future[SaveInfo], step: int, on_waited: Callable[[], None] | None = None
+    ) -> None:
         self._future = future
         self.step = step
+        self._on_waited = on_waited
 
     def done(self) -> bool:
         """Whether the save has finished (committed or failed)."""
@@ -129,7 +135,12 @@ class PendingSave:
 
     def wait(self, timeout: float | None = None) -> SaveInfo:
         """Block until the checkpoint is committed; re-raise the error if it failed."""
-        return self._future.result(timeout)
+        error = self._future.exception(timeout)  # waits; raises only on timeout
+        if self._on_waited is not None:
+            self._on_waited()  # the outcome is now reported: the next save need not repeat it
+        if error is not None:
+            raise error
+        return self._future.result()
 
 
 class Checkpointer:
@@ -213,7 +224,6 @@ class Checkpointer:
         self._resumed_from: str | None = None
         self._inflight: set[str] = set()
         self._pending: PendingSave | None = None
-        self._background_error: BaseException | None = None
         self._executor: cf.ThreadPoolExecutor | None = None
         self._buffers: list[torch.Tensor] = []
 
@@ -314,21 +324,22 @@ class Checkpointer:
             self._executor = cf.ThreadPoolExecutor(1, thread_name_prefix="spotsafe-save")
         step, epoch = state.step, state.epoch
         future = self._executor.submit(
-            self._persist_in_background, step, epoch, encoded, parts, meta, t0, blocked_until
+            self._persist, step, epoch, encoded, parts, meta, t0, blocked_until
         )
-        pending = PendingSave(future, step)
+        pending = PendingSave(future, step, on_waited=lambda: self._forget(pending))
         self._pending = pending
         return pending
 
+    def _forget(self, pending: PendingSave) -> None:
+        if self._pending is pending:
+            self._pending = None
+
     def wait(self) -> SaveInfo | None:
         """Wait for the save in flight, if any; re-raise its error."""
-        pending, self._pending = self._pending, None
+        pending = self._pending
         if pending is None:
             return None
-        try:
-            return pending.wait()
-        finally:
-            self._background_error = None  # reported here; do not raise it twice
+        return pending.wait()
 
     def close(self) -> None:
         """Wait for the save in flight, stop the background thread, write pending events."""
@@ -384,22 +395,6 @@ class Checkpointer:
         if use_pinned:
             torch.cuda.synchronize()
         return parts
-
-    def _persist_in_background(
-        self,
-        step: int,
-        epoch: int,
-        encoded: Any,
-        parts: list[torch.Tensor],
-        meta: dict[str, Any],
-        t0: float,
-        blocked_until: float,
-    ) -> SaveInfo:
-        try:
-            return self._persist(step, epoch, encoded, parts, meta, t0, blocked_until)
-        except BaseException as e:
-            self._background_error = e
-            raise
 
     def _persist(
         self,
