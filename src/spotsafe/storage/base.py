@@ -10,7 +10,10 @@ from typing import TypeAlias
 # Anything the buffer protocol accepts: bytes, bytearray, memoryview, numpy arrays.
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
-_USERINFO = re.compile(r"(?<=://)[^/@]+@")
+# user@ or user:secret@ right after the scheme; a secret may contain '/' (AWS secret keys
+# often do), so "user:" followed by anything up to an '@' counts too. Over-redacting a path
+# that holds ':' and '@' is harmless; leaking a key is not.
+_USERINFO = re.compile(r"(?<=://)(?:[^/@]+|[^@]*?:[^@]*)@")
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:sig|signature|token|key|secret|password|x-amz-[a-z-]+|sas)[^=]*=)[^&]*"
 )
@@ -21,6 +24,10 @@ def redact_url(url: str) -> str:
 
     >>> redact_url("s3://AKIA:secret@bucket/run?token=abc")
     's3://***@bucket/run?token=***'
+    >>> redact_url("s3://AKIA:se/cr/et@bucket/run")
+    's3://***@bucket/run'
+    >>> redact_url("gs://bucket/model@v2")
+    'gs://bucket/model@v2'
     """
     url = _USERINFO.sub("***@", url)
     return _SECRET_QUERY.sub(r"\1***", url)
