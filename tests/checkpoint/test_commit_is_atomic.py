@@ -17,12 +17,13 @@ import torch
 import spotsafe
 from spotsafe.checkpoint import Status
 from spotsafe.errors import NoValidCheckpoint
+from tests.support.save_loop import make_model
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("SPOTSAFE_TEST_KILLS", "5"))  # make chaos raises it
 
 
-def start_saver(store: Path, *extra: str) -> subprocess.Popen[str]:
+def start_saver(store: Path | str, *extra: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.save_loop", str(store), *extra],
@@ -36,11 +37,11 @@ def start_saver(store: Path, *extra: str) -> subprocess.Popen[str]:
     return proc
 
 
-def check_reader_view(store: Path) -> int:
+def check_reader_view(store: Path | str, *, big: bool = False) -> int:
     """Restore and check that the weights are exactly those of the step restored."""
-    model = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(8)])
+    model = make_model(big)
     state = spotsafe.TrainState(model=model)
-    ckpt = spotsafe.Checkpointer(str(store))
+    ckpt = spotsafe.Checkpointer(str(store), events=False)
     info = ckpt.restore(state)
     assert info is not None
     assert not info.fell_back, f"a committed checkpoint was damaged: {info.skipped}"

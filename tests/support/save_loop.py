@@ -3,7 +3,9 @@
 The weights at step ``s`` are all equal to ``s``, so a reader can tell exactly which state a
 checkpoint holds. Prints "saving" once before the first save.
 
-    python -m tests.support.save_loop STORE [--async]
+    python -m tests.support.save_loop STORE [--async] [--big]
+
+``--big`` saves ~20 MB in one data file, so that S3 uploads it in several multipart parts.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ import torch
 import spotsafe
 
 
+def make_model(big: bool) -> torch.nn.Module:
+    """~2 MB of weights, or ~20 MB (two 16 MiB multipart parts) with ``big``."""
+    width, layers = (1024, 5) if big else (256, 8)
+    return torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
+
+
 def main() -> None:
     store = sys.argv[1]
     use_async = "--async" in sys.argv
-    model = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(8)])  # ~2 MB
+    big = "--big" in sys.argv
+    model = make_model(big)
     state = spotsafe.TrainState(model=model)
-    ckpt = spotsafe.Checkpointer(store, keep_last=2, shard_bytes=256 * 1024)
+    shard_bytes = 256 * 1024 * 1024 if big else 256 * 1024
+    ckpt = spotsafe.Checkpointer(store, keep_last=2, shard_bytes=shard_bytes)
     info = ckpt.restore(state)
     step = 0 if info is None else info.step
     print("saving", flush=True)
