@@ -35,9 +35,9 @@ bench: venv
 # uninterrupted run. Takes several minutes: every restart imports torch again.
 CHAOS_KILLS ?= 100
 chaos: venv
-	$(VENV)/bin/spotsafe chaos --kills $(CHAOS_KILLS) --seed 1 --max-delay-s 5 -- \
+	$(VENV)/bin/spotsafe chaos --kills $(CHAOS_KILLS) --seed 1 --max-delay-s 2 -- \
 		sh -c 'exec "$$0" -m tests.support.guarded_train "$$SPOTSAFE_STORE" "$$@"' $(abspath $(PY)) \
-		--epochs 200 --every 5 --step-s 0.02
+		--epochs 300 --every 5 --step-s 0.05
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
