@@ -140,7 +140,8 @@ class Guard:
         self._notices: NoticeWatcher | None = None
         self.events = checkpointer.events
         self._pending: PendingSave | None = None
-        self._last_saved_step: int | None = None
+        self._last_saved: tuple[int, int] | None = None  # (step, epoch) of the newest commit
+        self._pending_at: tuple[int, int] | None = None
         self._last_save_s = 0.0
         self._last_step_s = 0.0
         self._mean_step_s: float | None = None
@@ -177,10 +178,10 @@ class Guard:
     ) -> None:
         try:
             self._collect(block=True)
-            if exc_type is None and self._last_saved_step != self.state.step:
+            if exc_type is None and self._last_saved != (self.state.step, self.state.epoch):
                 # The run finished: its final state is the job's result, so make it durable.
-                info = self.checkpointer.save(self.state)
-                self._saved(info.step)
+                self.checkpointer.save(self.state)
+                self._saved()
                 self._record("finished", step=self.state.step, epoch=self.state.epoch)
         finally:
             self._signals.__exit__(exc_type, exc, tb)
@@ -264,11 +265,12 @@ class Guard:
         try:
             if self.async_saves:
                 self._pending = self.checkpointer.save_async(self.state)
+                self._pending_at = (self.state.step, self.state.epoch)
                 self._blocking_s = self.clock() - t0
             else:
                 info = self.checkpointer.save(self.state)
                 self._blocking_s = self._persist_s = info.persist_s
-                self._saved(self.state.step)
+                self._saved()
         except StorageError as e:
             self._save_failed(e)
             return
@@ -289,10 +291,11 @@ class Guard:
             return
         if info is not None:
             self._persist_s = info.persist_s
-            self._saved(info.step)
+            self._saved(self._pending_at)
 
-    def _saved(self, step: int) -> None:
-        self._last_saved_step = step
+    def _saved(self, at: tuple[int, int] | None = None) -> None:
+        """Note a commit of the state at ``at`` (step, epoch); default: the current state."""
+        self._last_saved = at or (self.state.step, self.state.epoch)
         self._save_failures = 0
 
     def _save_failed(self, e: StorageError) -> None:
@@ -331,10 +334,9 @@ class Guard:
         )
         try:
             self._collect(block=True)
-            if self._last_saved_step != self.state.step:
-                self.checkpointer.wait()
-                info = self.checkpointer.save(self.state)
-                self._saved(info.step)
+            if self._last_saved != (self.state.step, self.state.epoch):
+                self.checkpointer.save(self.state)
+                self._saved()
         except SpotsafeError as e:
             self._record(
                 "stop",

@@ -1,21 +1,48 @@
-"""Checkpoints: capture, commit, discover, verify, restore, prune."""
+"""Checkpoints: capture, commit, discover, verify, restore, prune.
 
-from spotsafe.checkpoint.checkpointer import (
-    Checkpointer,
-    CheckpointListing,
-    PendingSave,
-    RestoreInfo,
-    SaveInfo,
-    Status,
-)
-from spotsafe.checkpoint.manifest import Manifest
+Names load on first use (PEP 562): ``spotsafe.checkpoint.discovery`` and ``.manifest`` are
+torch-free, so the supervisor and ``spotsafe ls`` read a store without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spotsafe.checkpoint.checkpointer import Checkpointer, PendingSave, RestoreInfo, SaveInfo
+    from spotsafe.checkpoint.discovery import CheckpointListing, Discovery, Status, discover
+    from spotsafe.checkpoint.manifest import Manifest
+
+_LAZY = {
+    "CheckpointListing": "spotsafe.checkpoint.discovery",
+    "Checkpointer": "spotsafe.checkpoint.checkpointer",
+    "Discovery": "spotsafe.checkpoint.discovery",
+    "Manifest": "spotsafe.checkpoint.manifest",
+    "PendingSave": "spotsafe.checkpoint.checkpointer",
+    "RestoreInfo": "spotsafe.checkpoint.checkpointer",
+    "SaveInfo": "spotsafe.checkpoint.checkpointer",
+    "Status": "spotsafe.checkpoint.discovery",
+    "discover": "spotsafe.checkpoint.discovery",
+}
 
 __all__ = [
     "CheckpointListing",
     "Checkpointer",
+    "Discovery",
     "Manifest",
     "PendingSave",
     "RestoreInfo",
     "SaveInfo",
     "Status",
+    "discover",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spotsafe.checkpoint' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

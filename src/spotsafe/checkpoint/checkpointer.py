@@ -24,20 +24,24 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import torch
 
 from spotsafe.checkpoint import distributed, layout, tree
+from spotsafe.checkpoint.discovery import (
+    CheckpointListing,
+    Discovery,
+    Status,
+    check_sizes,
+    discover,
+)
 from spotsafe.checkpoint.manifest import (
-    CHECKPOINTS_DIR,
     MANIFEST_NAME,
     QUARANTINE_NAME,
     Manifest,
     TensorEntry,
     checkpoint_dir,
-    parse_checkpoint_dir,
 )
 from spotsafe.errors import (
     CheckpointCorrupt,
@@ -49,6 +53,7 @@ from spotsafe.errors import (
     StorageError,
 )
 from spotsafe.events import EventLog
+from spotsafe.jobrecord import check_fence
 from spotsafe.state import ENV_ATTEMPT, ENV_JOB_ID, TrainState, merge_parts
 from spotsafe.storage import Store, store_from_env
 from spotsafe.storage.ephemeral import check_store_durable
@@ -61,30 +66,6 @@ DEFAULT_IO_THREADS = 4
 # few KB (RNG states, counters) is cheaper than keeping an old data file alive for them.
 MIN_SHARED_BYTES = 64 * 1024
 OWN_STORAGE_BYTES = 1024 * 1024  # loaded tensors below this are copied out of the file buffer
-
-
-class Status(str, Enum):
-    """What discovery can tell about a checkpoint directory."""
-
-    VALID = "valid"  #: verified (or, in a listing, manifest and sizes check out)
-    PARTIAL = "partial"  #: no manifest: a write that never committed
-    CORRUPT = "corrupt"  #: failed verification
-    QUARANTINED = "quarantined"  #: failed verification earlier; never picked again
-    FOREIGN = "foreign"  #: a valid checkpoint of another job
-    SHARED = "shared"  #: pruned, but its data files are still used by kept checkpoints
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckpointListing:
-    """One checkpoint directory as discovery sees it."""
-
-    path: str  #: store path of the directory
-    step: int
-    status: Status
-    size: int  #: bytes of the files in the directory
-    created_at: float | None = None
-    reason: str = ""  #: why it is not valid
-    manifest: Manifest | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -450,6 +431,8 @@ class Checkpointer:
         with self._lock:
             self._inflight.add(directory)
         try:
+            # A stale attempt (its supervisor lost the job to a newer one) must not commit.
+            check_fence(self.store, self.generation)
             self.store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
         finally:
             with self._lock:
@@ -551,85 +534,12 @@ class Checkpointer:
 
         Cheap: reads manifests (small) and compares sizes, never the data files.
         """
-        listed = self.store.list(CHECKPOINTS_DIR)
-        dirs: dict[str, dict[str, int]] = {}
-        for path, size in listed.items():
-            full = f"{CHECKPOINTS_DIR}/{path}" if not path.startswith(CHECKPOINTS_DIR) else path
-            # checkpoints/<dir>/<name>, where <name> may be rank-00001/data-000.bin
-            top, _, rest = full.partition("/")
-            dirname, _, name = rest.partition("/")
-            directory = f"{top}/{dirname}"
-            if parse_checkpoint_dir(directory) is None:
-                continue
-            dirs.setdefault(directory, {})[name] = size
-        all_sizes = {f"{d}/{n}": s for d, files in dirs.items() for n, s in files.items()}
-        out: list[CheckpointListing] = []
-        for directory, files in dirs.items():
-            step = parse_checkpoint_dir(directory)
-            assert step is not None
-            size = sum(s for n, s in files.items())
-            common: dict[str, Any] = {"path": directory, "step": step, "size": size}
-            if QUARANTINE_NAME in files:
-                reason = self._quarantine_reason(directory)
-                out.append(CheckpointListing(status=Status.QUARANTINED, reason=reason, **common))
-                continue
-            if MANIFEST_NAME not in files:
-                out.append(CheckpointListing(status=Status.PARTIAL, reason="no manifest", **common))
-                continue
-            try:
-                manifest = self._read_manifest(directory)
-                if verify_sizes:
-                    _check_sizes(manifest, all_sizes, directory)
-            except CheckpointCorrupt as e:
-                out.append(CheckpointListing(status=Status.CORRUPT, reason=str(e), **common))
-                continue
-            status, reason = Status.VALID, ""
-            if self.job_id is not None and manifest.job_id not in (None, self.job_id):
-                status, reason = Status.FOREIGN, f"written by job {manifest.job_id!r}"
-            out.append(
-                CheckpointListing(
-                    status=status,
-                    reason=reason,
-                    created_at=manifest.created_at,
-                    manifest=manifest,
-                    **common,
-                )
-            )
-        # A pruned checkpoint whose files are still used is shared data, not a partial write.
-        used = {f for c in out if c.manifest is not None for f in c.manifest.files}
-        out = [
-            CheckpointListing(
-                path=c.path, step=c.step, status=Status.SHARED, size=c.size, reason="data only"
-            )
-            if c.status is Status.PARTIAL and any(f.startswith(c.path + "/") for f in used)
-            else c
-            for c in out
-        ]
-        out.sort(key=lambda c: (c.step, c.created_at or 0.0, c.path), reverse=True)
-        return out
+        return self._discover(verify_sizes=verify_sizes).checkpoints
 
-    def _read_manifest(self, directory: str) -> Manifest:
-        cached = self._manifests.get(directory)
-        if cached is not None:
-            return cached
-        where = f"{self.store.url}/{directory}"
-        try:
-            data = self.store.read_bytes(f"{directory}/{MANIFEST_NAME}")
-        except ObjectMissing as e:
-            raise CheckpointCorrupt(f"{where}: manifest vanished") from e
-        manifest = Manifest.from_bytes(data, where)
-        if parse_checkpoint_dir(directory) != manifest.step:
-            raise CheckpointCorrupt(f"{where}: manifest says step {manifest.step}")
-        with self._lock:
-            self._manifests[directory] = manifest
-        return manifest
-
-    def _quarantine_reason(self, directory: str) -> str:
-        try:
-            data = json.loads(self.store.read_bytes(f"{directory}/{QUARANTINE_NAME}"))
-            return str(data.get("reason", ""))
-        except (StorageError, ValueError, AttributeError):
-            return "quarantined"
+    def _discover(self, *, verify_sizes: bool) -> Discovery:
+        return discover(
+            self.store, job_id=self.job_id, cache=self._manifests, verify_sizes=verify_sizes
+        )
 
     # ---------------------------------------------------------------- restoring
 
@@ -663,8 +573,8 @@ class Checkpointer:
         """
         t0 = self.clock()
         self.wait()
-        listing = self.checkpoints(verify_sizes=False)
-        all_sizes = self._all_sizes(listing)
+        found = self._discover(verify_sizes=False)
+        listing, all_sizes = found.checkpoints, found.sizes
         candidates = [c for c in listing if c.status in (Status.VALID, Status.CORRUPT)]
         if step is not None:
             candidates = [c for c in candidates if c.step == step]
@@ -692,7 +602,7 @@ class Checkpointer:
                         f" {state.config_fingerprint}; resume with the same config, or pass"
                         " allow_config_change=True to load it anyway"
                     )
-                _check_sizes(manifest, all_sizes, f"{self.store.url}/{c.path}")
+                check_sizes(manifest, all_sizes, f"{self.store.url}/{c.path}")
                 tensors = self._load_tensors(manifest, c.path)
                 decoded = _this_ranks_state(
                     tree.decode(manifest.tree, tensors), manifest, f"{self.store.url}/{c.path}"
@@ -750,29 +660,22 @@ class Checkpointer:
         Raises:
             CheckpointNotFound: ``step`` is given and no checkpoint has it.
         """
-        listing = self.checkpoints(verify_sizes=False)
+        found = self._discover(verify_sizes=False)
+        listing, sizes = found.checkpoints, found.sizes
         if step is not None:
             listing = [c for c in listing if c.step == step]
             if not listing:
                 raise CheckpointNotFound(f"{self.store.url}: no checkpoint at step {step}")
-        sizes = self._all_sizes(listing)
         out = []
         for c in listing:
             if c.status is Status.VALID and c.manifest is not None:
                 try:
-                    _check_sizes(c.manifest, sizes, c.path)
+                    check_sizes(c.manifest, sizes, c.path)
                     tree.decode(c.manifest.tree, self._load_tensors(c.manifest, c.path))
                 except CheckpointCorrupt as e:
                     c = dataclasses.replace(c, status=Status.CORRUPT, reason=str(e))
             out.append(c)
         return out
-
-    def _all_sizes(self, listing: Iterable[CheckpointListing]) -> dict[str, int]:
-        listed = self.store.list(CHECKPOINTS_DIR)
-        return {
-            (p if p.startswith(CHECKPOINTS_DIR + "/") else f"{CHECKPOINTS_DIR}/{p}"): s
-            for p, s in listed.items()
-        }
 
     def _load_tensors(self, manifest: Manifest, directory: str) -> list[torch.Tensor]:
         """Read and verify every tensor of ``manifest``."""
@@ -841,7 +744,8 @@ class Checkpointer:
 
         Returns the store paths deleted.
         """
-        listing = self.checkpoints(verify_sizes=False)
+        found = self._discover(verify_sizes=False)
+        listing, sizes = found.checkpoints, found.sizes
         committed = [c for c in listing if c.status is Status.VALID and c.manifest is not None]
         keep = {c.path for c in committed[: self.keep_last]}
         if self._resumed_from is not None:
@@ -854,7 +758,6 @@ class Checkpointer:
         kept_manifests = [c.manifest for c in committed if c.path in keep and c.manifest]
         referenced = {f for m in kept_manifests for f in m.files}
         oldest_kept = min((c.step for c in committed if c.path in keep), default=None)
-        sizes = self._all_sizes(listing)
         deleted: list[str] = []
         for c in listing:
             if c.path in keep or c.path in inflight or c.status is Status.FOREIGN:
@@ -908,15 +811,6 @@ def _this_ranks_state(decoded: Any, manifest: Manifest, where: str) -> Any:
     if len(ranks) != world:
         raise CheckpointCorrupt(f"{where}: state for {len(ranks)} ranks, manifest says {world}")
     return merge_parts(ranks[0]["shared"], ranks[rank]["rank"])
-
-
-def _check_sizes(manifest: Manifest, sizes: dict[str, int], where: str) -> None:
-    for path, size in manifest.files.items():
-        got = sizes.get(path)
-        if got is None:
-            raise CheckpointCorrupt(f"{where}: data file {path} is missing")
-        if got != size:
-            raise CheckpointCorrupt(f"{where}: {path} has {got} bytes, the manifest says {size}")
 
 
 def _to_cpu_bytes(t: torch.Tensor) -> torch.Tensor:

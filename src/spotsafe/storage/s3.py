@@ -519,6 +519,31 @@ class S3Store(Store):
             return len(first)
         return self._write_multipart(key, what, source, first)
 
+    def create_exclusive(self, path: str, data: Buffer) -> bool:
+        """PutObject with ``If-None-Match: *``: S3 creates the object only if it is absent.
+
+        A retry after a lost response can find the object our own first try created (412);
+        comparing its bytes with ours tells that case from a rival's win (lease and record
+        bodies carry a unique holder id).
+        """
+        key = self._key(path)
+        body = bytes(data)
+
+        def attempt(n: int) -> bool:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+            except Exception as e:
+                code, status = _error_code(e)
+                if status == 412 or code == "PreconditionFailed":
+                    return n > 1 and self.read_bytes(path) == body
+                if status == 409 or code == "ConditionalRequestConflict":
+                    # A concurrent conditional write is in progress: S3 says to retry.
+                    raise StorageError(f"create {self.url}/{path}: {code}", retryable=True) from e
+                raise
+            return True
+
+        return self._retry(f"create {self.url}/{path}", attempt)
+
     def _write_multipart(self, key: str, what: str, source: _Chunker, first: bytes) -> int:
         """Upload ``first`` and the rest of ``source`` as parts; abort on any failure."""
         client = self.client

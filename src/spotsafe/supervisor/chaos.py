@@ -32,16 +32,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spotsafe.checkpoint.discovery import Status, discover
 from spotsafe.errors import ConfigError, ObjectMissing, SupervisorError
 from spotsafe.storage import Store, open_store
 from spotsafe.supervisor.job import ATTEMPTS_DIR, JobRecord
-from spotsafe.supervisor.progress import (
-    CHECKPOINTS_DIR,
-    MANIFEST_NAME,
-    FinalState,
-    final_state,
-    newest_valid_step,
-)
+from spotsafe.supervisor.progress import FinalState, final_state, newest_valid_step
 
 __all__ = ["KINDS", "ChaosReport", "Interruption", "plan", "run_chaos"]
 
@@ -216,14 +211,8 @@ class _Job:
 
     def half_written_save(self) -> bool:
         """Whether a checkpoint directory holds data files but no manifest yet."""
-        dirs: dict[str, set[str]] = {}
-        for p in self.store.list(CHECKPOINTS_DIR):
-            d, _, name = p.rpartition("/")
-            dirs.setdefault(d, set()).add(name)
-        return any(
-            MANIFEST_NAME not in names and any(n.startswith("data-") for n in names)
-            for names in dirs.values()
-        )
+        found = discover(self.store, verify_sizes=False)
+        return any(c.status is Status.PARTIAL for c in found.checkpoints)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -28,6 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spotsafe.errors import ConfigError, ObjectMissing, StorageError
+from spotsafe.jobrecord import (
+    ATTEMPTS_DIR,
+    JOB_DIR,
+    attempt_files,
+    check_fence,
+    current_generation,
+)
 from spotsafe.policy import AttemptRecord, ExitClass, RetryState
 from spotsafe.storage import Store
 
@@ -41,11 +48,8 @@ __all__ = [
     "default_job_id",
 ]
 
-JOB_DIR = "job"
 JOB_FILE = f"{JOB_DIR}/job.json"
-ATTEMPTS_DIR = f"{JOB_DIR}/attempts"
 ON_DEMAND_FILE = f"{JOB_DIR}/on-demand.json"
-_ATTEMPT_RE = re.compile(r"^(\d{6})-(start|end)\.json$")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -56,52 +60,6 @@ def _dumps(doc: Mapping[str, Any]) -> bytes:
 def attempt_path(attempt: int, what: str) -> str:
     """The store path of attempt `attempt`'s ``start`` or ``end`` object."""
     return f"{ATTEMPTS_DIR}/{attempt:06d}-{what}.json"
-
-
-def _attempt_files(store: Store) -> dict[int, set[str]]:
-    out: dict[int, set[str]] = {}
-    for path in store.list(ATTEMPTS_DIR):
-        m = _ATTEMPT_RE.match(path.rsplit("/", 1)[-1])
-        if m:
-            out.setdefault(int(m.group(1)), set()).add(m.group(2))
-    return out
-
-
-def current_generation(store: Store) -> int | None:
-    """The newest attempt the job record knows of, or None outside the supervisor.
-
-    A checkpoint written by an older generation must not commit: that writer is a stale
-    attempt whose supervisor lost the job. One listing of ``job/attempts``.
-
-    Example:
-        >>> from spotsafe.storage import open_store
-        >>> current_generation(open_store("memory://spotsafe-gen-doc")) is None
-        True
-    """
-    numbers = [n for n, kinds in _attempt_files(store).items() if "start" in kinds]
-    return max(numbers) if numbers else None
-
-
-def check_fence(store: Store, generation: int | None) -> None:
-    """Raise StorageError when a newer attempt than `generation` has started.
-
-    The Checkpointer calls this right before it writes a manifest: a stale attempt's commit
-    never lands over a newer generation's. None (not under the supervisor) always passes.
-
-    Example:
-        >>> from spotsafe.storage import open_store
-        >>> check_fence(open_store("memory://spotsafe-fence-doc"), 3)
-    """
-    if generation is None:
-        return
-    current = current_generation(store)
-    if current is not None and current > generation:
-        raise StorageError(
-            f"{store.url}: refusing to commit a checkpoint of attempt {generation}: attempt "
-            f"{current} has started since (another supervisor took the job over); this "
-            "process is stale and must stop",
-            retryable=False,
-        )
 
 
 def default_job_id(store_url: str) -> str:
@@ -195,7 +153,7 @@ class JobRecord:
 
     def reload(self) -> None:
         """Read every attempt object again (one listing, then the objects not yet read)."""
-        for n, kinds in sorted(_attempt_files(self.store).items()):
+        for n, kinds in sorted(attempt_files(self.store).items()):
             if "start" in kinds and n not in self.starts:
                 doc = self._read(attempt_path(n, "start"))
                 self.starts[n] = AttemptStart(
