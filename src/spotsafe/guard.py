@@ -27,6 +27,7 @@ from spotsafe.interrupt import (
     watchers_from_env,
 )
 from spotsafe.interrupt.signals import DEFAULT_SIGNALS
+from spotsafe.jobrecord import observed_interruptions
 from spotsafe.policy import (
     Auto,
     EverySeconds,
@@ -37,6 +38,7 @@ from spotsafe.policy import (
     SaveNow,
     get_pool,
     load_pools,
+    mtbi_estimate,
 )
 from spotsafe.state import ENV_POOL, TrainState
 
@@ -123,6 +125,7 @@ class Guard:
                 interval = MaxLostWork(max_lost_work_s=max_lost_work_s)
             else:
                 interval = Auto.from_pool(self.pool)
+        self.mtbi_s = self._observed_mtbi_s(checkpointer)
         if not 0 <= exit_code <= 255:
             raise ConfigError(f"Guard: exit_code={exit_code!r} is not an exit status (0-255)")
         self.checkpointer = checkpointer
@@ -151,6 +154,18 @@ class Guard:
         self._last_heartbeat_s = 0.0
         self._steps_since_save = 0
         self._entered = False
+
+    def _observed_mtbi_s(self, checkpointer: Checkpointer) -> float | None:
+        """The pool's MTBI prior updated by the interruptions this job has had so far (read
+        from the supervisor's job record); None outside the supervisor: the prior applies."""
+        if checkpointer.attempt is None:
+            return None
+        try:
+            interruptions, runtime_s = observed_interruptions(checkpointer.store)
+        except StorageError as e:
+            log.warning("could not read the job record, using the MTBI prior: %s", e)
+            return None
+        return mtbi_estimate(self.pool.mtbi_prior_s, 2.0, interruptions, runtime_s)
 
     # ----------------------------------------------------------------- context
 
@@ -219,7 +234,7 @@ class Guard:
                 mean_step_s=self._mean_step_s,
                 save_blocking_s=self._blocking_s,
                 persist_s=self._persist_s,
-                mtbi_s=None,
+                mtbi_s=self.mtbi_s,
             )
         )
         if distributed.active():

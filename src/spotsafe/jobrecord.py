@@ -9,6 +9,7 @@ supervisor (spotsafe.supervisor.job) writes the records. Layout::
 
 from __future__ import annotations
 
+import json
 import re
 
 from spotsafe.errors import StorageError
@@ -64,3 +65,26 @@ def check_fence(store: Store, generation: int | None) -> None:
             "process is stale and must stop",
             retryable=False,
         )
+
+
+# Exit classes that count as an interruption (the supervisor's ExitClass values).
+_INTERRUPTIONS = {"preempted", "unclean", "no_progress"}
+
+
+def observed_interruptions(store: Store) -> tuple[int, float]:
+    """(interruptions, seconds of run time) over the job's finished attempts.
+
+    The Guard blends them with the pool's prior into the mean time between interruptions
+    that its checkpoint interval uses. A garbled record is skipped: it only costs precision.
+    """
+    interruptions, runtime_s = 0, 0.0
+    for n, kinds in attempt_files(store).items():
+        if "end" not in kinds:
+            continue
+        try:
+            doc = json.loads(store.read_bytes(f"{ATTEMPTS_DIR}/{n:06d}-end.json"))
+            runtime_s += max(0.0, float(doc["ended_s"]) - float(doc["started_s"]))
+            interruptions += doc.get("exit_class") in _INTERRUPTIONS
+        except (ValueError, KeyError, TypeError):
+            continue
+    return interruptions, runtime_s
