@@ -656,9 +656,12 @@ class S3Store(Store):
         self._retry(what, attempt)
 
     def _is_complete(self, key: str, total: int) -> bool:
+        """Whether ``key`` exists with ``total`` bytes. A failed HEAD counts as "no": the
+        caller then raises the original NoSuchUpload error and the save fails clearly."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
-        except Exception:
+        except Exception as e:  # botocore raises many types; any of them means "unknown"
+            log.debug("HEAD %s failed after a lost CompleteMultipartUpload: %s", key, e)
             return False
         return bool(head.get("ContentLength") == total)
 
