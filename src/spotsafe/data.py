@@ -72,7 +72,7 @@ class ResumableLoader:
         shield_workers(loader)
         self._consumed = 0  # batches handed out in the current epoch
         self._in_epoch = False
-        self._epoch_rng: dict[str, Any] | None = None
+        self._epoch_start: dict[str, Any] | None = None
         self._pending: dict[str, Any] | None = None  # loaded state for the next __iter__
 
     def __len__(self) -> int:
@@ -97,13 +97,13 @@ class ResumableLoader:
         if pending is not None and pending["in_epoch"]:
             yield from self._resume_epoch(pending)
             return
-        self._epoch_rng = self._capture_rng()
+        self._epoch_start = self._capture_rng()
         it = iter(self.loader)
         if callable(getattr(self.loader, "state_dict", None)):
             # A StatefulDataLoader keeps sampler state of its own across epochs; its state
             # at the start of this epoch (taken after iter(): before it, it describes the
             # end of the previous epoch and would replay that one).
-            self._epoch_rng["loader"] = self.loader.state_dict()
+            self._epoch_start["loader"] = self.loader.state_dict()
         self._consumed = 0
         self._in_epoch = True
         for batch in it:
@@ -112,21 +112,22 @@ class ResumableLoader:
         self._in_epoch = False
 
     def _resume_epoch(self, saved: dict[str, Any]) -> Iterator[Any]:
-        self._epoch_rng = saved["epoch_rng"]
+        self._epoch_start = saved["epoch_start"]
         self._consumed = saved["consumed"]
         self._in_epoch = True
         now = self._capture_rng()  # the checkpointed state, restored by TrainState
-        it = self._replay(saved["epoch_rng"], saved["consumed"], now)
+        it = self._replay(saved["epoch_start"], saved["consumed"], now)
         for batch in it:
             self._consumed += 1
             yield batch
         self._in_epoch = False
 
-    def _replay(self, epoch_rng: dict[str, Any], consumed: int, now: dict[str, Any]) -> Any:
-        """An iterator positioned after ``consumed`` batches of the epoch begun at ``epoch_rng``."""
-        if epoch_rng.get("loader") is not None:
-            self.loader.load_state_dict(epoch_rng["loader"])
-        self._restore_rng(epoch_rng)
+    def _replay(self, epoch_start: dict[str, Any], consumed: int, now: dict[str, Any]) -> Any:
+        """An iterator positioned after ``consumed`` batches of the epoch that began in
+        ``epoch_start`` (the RNGs, and a StatefulDataLoader's own state)."""
+        if epoch_start.get("loader") is not None:
+            self.loader.load_state_dict(epoch_start["loader"])
+        self._restore_rng(epoch_start)
         try:
             it = iter(self.loader)
             for _ in range(consumed):
@@ -137,11 +138,11 @@ class ResumableLoader:
         return it
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the epoch stands, and the RNG state it began with."""
+        """Where the epoch stands, and the RNG (and loader) state it began with."""
         state: dict[str, Any] = {
             "in_epoch": self._in_epoch,
             "consumed": self._consumed,
-            "epoch_rng": self._epoch_rng,
+            "epoch_start": self._epoch_start,
         }
         g = self._generator()
         state["generator"] = None if g is None else g.get_state()
@@ -154,7 +155,7 @@ class ResumableLoader:
             g.set_state(state["generator"])
         self._in_epoch = bool(state["in_epoch"])
         self._consumed = int(state["consumed"])
-        self._epoch_rng = state["epoch_rng"]
+        self._epoch_start = state["epoch_start"]
         self._pending = dict(state)
 
     def __getattr__(self, name: str) -> Any:

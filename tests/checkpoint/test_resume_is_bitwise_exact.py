@@ -69,7 +69,7 @@ def test_resume_without_replay_would_differ(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(
         spotsafe.data.ResumableLoader,
         "_replay",
-        lambda self, epoch_rng, consumed, now: _naive_skip(self, consumed),
+        lambda self, epoch_start, consumed, now: _naive_skip(self, consumed),
     )
     result = interrupted(str(tmp_path), setup, MID_EPOCH)
     reference = uninterrupted(setup)
