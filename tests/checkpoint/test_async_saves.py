@@ -75,3 +75,13 @@ def test_save_waits_for_the_save_in_flight(tmp_path) -> None:
     assert info.step == 2
     steps = [c.step for c in ckpt.checkpoints()]
     assert steps == [2, 1]
+
+
+def test_a_state_over_the_memory_budget_is_saved_synchronously(tmp_path, caplog) -> None:
+    ckpt = spotsafe.Checkpointer(str(tmp_path), host_buffer_bytes=1024)
+    state = tiny_state()  # ~20 KB of tensors
+    state.step = 1
+    pending = ckpt.save_async(state)
+    assert pending.done() and pending.wait().step == 1  # committed before it returned
+    assert "host_buffer_bytes" in caplog.text
+    assert ckpt._buffers == []  # no snapshot memory held

@@ -145,6 +145,8 @@ class Checkpointer:
         incremental: do not rewrite tensors whose bytes did not change since the last save.
         shard_bytes: target size of one data file.
         io_threads: files written or read at once.
+        host_buffer_bytes: the most host memory ``save_async`` may hold for its snapshot;
+            a larger state is saved synchronously instead (with a warning). None: no limit.
         events: record saves, restores and quarantines in the store's event log (True), in
             a given :class:`~spotsafe.events.EventLog`, or not at all (False).
 
@@ -172,6 +174,7 @@ class Checkpointer:
         incremental: bool = True,
         shard_bytes: int = DEFAULT_SHARD_BYTES,
         io_threads: int = DEFAULT_IO_THREADS,
+        host_buffer_bytes: int | None = None,
         events: bool | EventLog = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -195,6 +198,9 @@ class Checkpointer:
         self.incremental = incremental
         self.shard_bytes = shard_bytes
         self.io_threads = io_threads
+        if host_buffer_bytes is not None and host_buffer_bytes < 0:
+            raise ConfigError(f"host_buffer_bytes={host_buffer_bytes!r}: must be >= 0 or None")
+        self.host_buffer_bytes = host_buffer_bytes
         if isinstance(events, EventLog):
             self.events: EventLog | None = events
         elif events:
@@ -294,7 +300,8 @@ class Checkpointer:
 
         The training thread is held only to copy tensors into reusable host buffers; the
         checkpoint holds the values of this moment even if training changes them right
-        after. One save is in flight at a time: a second call waits for the first.
+        after. One save is in flight at a time: a second call waits for the first (the
+        back-pressure), and the snapshot buffers are bounded by ``host_buffer_bytes``.
         """
         if distributed.active():
             # Collectives must stay on the training thread: distributed saves are synchronous.
@@ -305,6 +312,18 @@ class Checkpointer:
         self._raise_background_error()
         self.wait()
         encoded, tensors, meta = self._capture(state)
+        needed = sum(t.numel() * t.element_size() for t in tensors)
+        if self.host_buffer_bytes is not None and needed > self.host_buffer_bytes:
+            log.warning(
+                "the state (%d bytes) exceeds host_buffer_bytes=%d: saving synchronously",
+                needed,
+                self.host_buffer_bytes,
+            )
+            self._buffers.clear()
+            done: cf.Future[SaveInfo] = cf.Future()
+            parts = [_to_cpu_bytes(t) for t in tensors]
+            done.set_result(self._persist(state.step, state.epoch, encoded, parts, meta, t0, t0))
+            return PendingSave(done, state.step)
         parts = self._snapshot(tensors)
         blocked_until = self.clock()
         if self._executor is None:
