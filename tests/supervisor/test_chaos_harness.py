@@ -36,3 +36,37 @@ def test_chaos_with_four_interruptions_ends_identical(tmp_path: Path) -> None:
     assert "final state: IDENTICAL" in done.stdout
     # The supervisor was started once, plus once after each supervisor interruption.
     assert "supervisors started: 3" in done.stdout
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue  # ended while we looked
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def test_stopping_the_harness_leaves_no_supervisor_or_job_behind(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    long_run = [*TRAIN[:4], "--epochs", "1000", "--every", "3", "--step-s", "0.05"]
+    argv = [sys.executable, "-m", "spotsafe.cli", "chaos", "--kills", "50", "--seed", "1",
+            "--max-delay-s", "30", "--workdir", str(tmp_path), "--", *long_run]  # fmt: skip
+    harness = subprocess.Popen(argv, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL)
+    store = str(tmp_path / "chaos-store")
+    deadline = time.monotonic() + 60
+    while len(_processes_mentioning(store)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # wait until the supervisor and its child both run
+    assert len(_processes_mentioning(store)) >= 2, "the job never started"
+    harness.send_signal(signal.SIGTERM)
+    harness.wait(timeout=60)
+    deadline = time.monotonic() + 20
+    while _processes_mentioning(store) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(store) == []

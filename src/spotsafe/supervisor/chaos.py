@@ -26,6 +26,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -184,6 +185,17 @@ class _Job:
         )
         self.starts += 1
 
+    def stop(self, grace_s: float) -> None:
+        """Stop the supervisor if it still runs: SIGTERM (it stops its child), then SIGKILL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=grace_s + 5.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # its watchdog takes the child's process group down with it
+            self.proc.wait()
+
     def running_attempt(self, after: int) -> tuple[int, int] | None:
         """(attempt, child pgid) of a running attempt numbered above `after`, if any."""
         files = self.store.list(ATTEMPTS_DIR)
@@ -260,6 +272,38 @@ def run_chaos(
             raise SupervisorError(f"chaos run took longer than {timeout_s:g} s")
 
     job = _Job(command, workdir / "chaos-store", config, workdir / "chaos-supervisor.log")
+    reference = _Job(
+        command, workdir / "reference-store", config, workdir / "reference-supervisor.log"
+    )
+    # Stopping the harness (Ctrl-C, SIGTERM) must not leave a supervisor and its job behind.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_system_exit)
+    try:
+        _run_both(job, reference, interruptions, report, check_time, progress, deadline)
+    finally:
+        for j in (job, reference):
+            j.stop(grace_s)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return report
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run_both(
+    job: _Job,
+    reference: _Job,
+    interruptions: list[Interruption],
+    report: ChaosReport,
+    check_time: Callable[[], None],
+    progress: Callable[[str], object],
+    deadline: float,
+) -> None:
+    """The interrupted run, then the uninterrupted one; results go into ``report``."""
+    kills = report.planned
     t0 = time.monotonic()
     job.start()
     last = 0
@@ -314,9 +358,6 @@ def run_chaos(
     report.classes = record.summary()
     report.chaos_final = final_state(job.store)
 
-    reference = _Job(
-        command, workdir / "reference-store", config, workdir / "reference-supervisor.log"
-    )
     t1 = time.monotonic()
     reference.start()
     assert reference.proc is not None
@@ -327,7 +368,6 @@ def run_chaos(
     report.reference_final = final_state(reference.store)
     if report.chaos_final is None:
         report.problems.append("the interrupted run left no valid checkpoint")
-    return report
 
 
 def _interrupt(
