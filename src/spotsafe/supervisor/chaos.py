@@ -97,15 +97,10 @@ class ChaosReport:
 
     @property
     def identical(self) -> bool:
-        """Whether both runs ended with the same tensors, bit for bit, at the same step."""
+        """Whether both runs ended in the same state, bit for bit: every tensor, the step and
+        epoch, the loader position and every RNG."""
         c, r = self.chaos_final, self.reference_final
-        return c is not None and r is not None and (c.step, c.tensors) == (r.step, r.tensors)
-
-    @property
-    def same_counters(self) -> bool:
-        """Whether the non-tensor state (epoch, loader position, RNG) matched as well."""
-        c, r = self.chaos_final, self.reference_final
-        return c is not None and r is not None and (c.epoch, c.tree) == (r.epoch, r.tree)
+        return c is not None and r is not None and c == r
 
     @property
     def ok(self) -> bool:
@@ -123,15 +118,12 @@ class ChaosReport:
             f"{c.step if c else '-'}; uninterrupted run: {self.reference_seconds:.1f} s, "
             f"final step {r.step if r else '-'}",
             f"final state: {'IDENTICAL' if self.identical else 'DIFFERENT'}"
-            + (f" ({len(c.tensors)} tensors compared)" if c and self.identical else ""),
+            + (
+                f" ({len(c.tensors)} tensors, RNGs and counters compared)"
+                if c and self.identical
+                else ""
+            ),
         ]
-        if self.identical and not self.same_counters:
-            lines.append(
-                "note: the non-tensor state differs (epoch "
-                f"{c.epoch if c else '-'} vs {r.epoch if r else '-'}): the newest checkpoints "
-                "were taken at different points of the last step (e.g. before and after the "
-                "epoch ended)"
-            )
         lines += [f"problem: {p}" for p in self.problems]
         return "\n".join(lines)
 
