@@ -149,6 +149,8 @@ class Checkpointer:
             a larger state is saved synchronously instead (with a warning). None: no limit.
         events: record saves, restores and quarantines in the store's event log (True), in
             a given :class:`~spotsafe.events.EventLog`, or not at all (False).
+        read_only: only look (``spotsafe ls`` / ``verify``, or restoring elsewhere): no
+            durability check, no events, nothing quarantined; saving or pruning is an error.
 
     Example:
         >>> import tempfile, torch, spotsafe
@@ -176,6 +178,7 @@ class Checkpointer:
         io_threads: int = DEFAULT_IO_THREADS,
         host_buffer_bytes: int | None = None,
         events: bool | EventLog = True,
+        read_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -189,7 +192,11 @@ class Checkpointer:
         if io_threads < 1:
             raise ConfigError(f"io_threads={io_threads!r}: must be at least 1")
         self.store = store_from_env(store)
-        _check_durable(self.store, allow_ephemeral)
+        self.read_only = read_only
+        if read_only:
+            events = False
+        else:
+            _check_durable(self.store, allow_ephemeral)
         self.keep_last = keep_last
         self.job_id = job_id if job_id is not None else (os.environ.get(ENV_JOB_ID) or None)
         attempt = os.environ.get(ENV_ATTEMPT, "")
@@ -489,10 +496,15 @@ class Checkpointer:
         self.prune()
         return info
 
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ConfigError(f"{self.store.url} was opened read_only: it cannot be written")
+
     def _write_data(
         self, directory: str, parts: list[torch.Tensor], layouts: list[tuple[str, list[int]]]
     ) -> tuple[list[TensorEntry], dict[str, int], int]:
         """Write the tensors not already stored; return their entries and the files used."""
+        self._check_writable()
         hashes = self._map(layout.hash_span, parts)
         previous: dict[tuple[str, int], TensorEntry] = {}
         last = self._last
@@ -752,6 +764,9 @@ class Checkpointer:
         return [t for t in out if t is not None]
 
     def _quarantine(self, directory: str, reason: str) -> None:
+        if self.read_only:
+            log.warning("checkpoint %s/%s is invalid: %s", self.store.url, directory, reason)
+            return
         log.warning(
             "checkpoint %s/%s is invalid and is quarantined: %s", self.store.url, directory, reason
         )
@@ -771,6 +786,7 @@ class Checkpointer:
 
         Returns the store paths deleted.
         """
+        self._check_writable()
         found = self._discover(verify_sizes=False)
         listing, sizes = found.checkpoints, found.sizes
         committed = [c for c in listing if c.status is Status.VALID and c.manifest is not None]

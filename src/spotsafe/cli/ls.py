@@ -18,7 +18,7 @@ def command(store: str) -> None:
     """
     from spotsafe.checkpoint import Checkpointer
 
-    listing = Checkpointer(store, allow_ephemeral=True, events=False).checkpoints()
+    listing = Checkpointer(store, read_only=True).checkpoints()
     if not listing:
         click.echo(f"no checkpoints in {store}")
         return

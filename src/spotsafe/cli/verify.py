@@ -22,7 +22,7 @@ def command(store: str, step: int | None) -> None:
     """
     from spotsafe.checkpoint import Checkpointer, Status
 
-    results = Checkpointer(store, allow_ephemeral=True, events=False).verify(step)
+    results = Checkpointer(store, read_only=True).verify(step)
     committed = [c for c in results if c.status in (Status.VALID, Status.CORRUPT)]
     rows = [[str(c.step), human_bytes(c.size), c.status.value, c.reason] for c in results]
     click.echo(table(["STEP", "SIZE", "STATE", "NOTE"], rows) if rows else "no checkpoints")
