@@ -23,7 +23,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,8 +236,7 @@ class Checkpointer:
         own part, rank 0 commits, and all return once the checkpoint is committed.
         """
         t0 = self.clock()
-        self._raise_background_error()
-        self.wait()
+        self.wait()  # one save at a time; raises the previous one's error, if unreported
         if distributed.active():
             return self._save_distributed(state, t0)
         encoded, tensors, meta = self._capture(state)
@@ -254,9 +253,10 @@ class Checkpointer:
         encoded = tree.encode(part, tensors)
         layouts = [(tree.dtype_name(t.dtype), list(t.shape)) for t in tensors]
         try:
-            entries, files, written = self._write_data(
-                f"{directory}/rank-{rank:05d}", [_to_cpu_bytes(t) for t in tensors], layouts
-            )
+            with self._writing(directory):
+                entries, files, written = self._write_data(
+                    f"{directory}/rank-{rank:05d}", [_to_cpu_bytes(t) for t in tensors], layouts
+                )
             mine: Any = (encoded, [dataclasses.asdict(e) for e in entries], files, written)
         except StorageError as e:
             mine = f"rank {rank}: {e}"
@@ -281,10 +281,11 @@ class Checkpointer:
                     meta["job_id"] = self.job_id
                 combined = {"$dict": [["ranks", {"$list": trees}]]}
                 try:
-                    self._commit(
-                        directory, state.step, state.epoch, combined, all_entries, all_files,
-                        meta, total, t0, t0,
-                    )  # fmt: skip
+                    with self._writing(directory):
+                        self._commit(
+                            directory, state.step, state.epoch, combined, all_entries,
+                            all_files, meta, total, t0, t0,
+                        )  # fmt: skip
                 except StorageError as e:
                     error = f"rank 0: {e}"
         error = distributed.broadcast(error)
@@ -312,12 +313,9 @@ class Checkpointer:
         """
         if distributed.active():
             # Collectives must stay on the training thread: distributed saves are synchronous.
-            future: cf.Future[SaveInfo] = cf.Future()
-            future.set_result(self.save(state))
-            return PendingSave(future, state.step)
+            return _already_done(self.save(state))
         t0 = self.clock()
-        self._raise_background_error()
-        self.wait()
+        self.wait()  # the back-pressure; raises the previous save's error, if unreported
         encoded, tensors, meta = self._capture(state)
         needed = sum(t.numel() * t.element_size() for t in tensors)
         if self.host_buffer_bytes is not None and needed > self.host_buffer_bytes:
@@ -327,10 +325,10 @@ class Checkpointer:
                 self.host_buffer_bytes,
             )
             self._buffers.clear()
-            done: cf.Future[SaveInfo] = cf.Future()
             parts = [_to_cpu_bytes(t) for t in tensors]
-            done.set_result(self._persist(state.step, state.epoch, encoded, parts, meta, t0, t0))
-            return PendingSave(done, state.step)
+            return _already_done(
+                self._persist(state.step, state.epoch, encoded, parts, meta, t0, t0)
+            )
         parts = self._snapshot(tensors)
         blocked_until = self.clock()
         if self._executor is None:
@@ -372,11 +370,6 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _raise_background_error(self) -> None:
-        pending = self._pending
-        if pending is not None and pending.done():
-            self.wait()  # raises the background error, once
 
     def _capture(self, state: TrainState) -> tuple[Any, list[torch.Tensor], dict[str, Any]]:
         tensors: list[torch.Tensor] = []
@@ -422,13 +415,19 @@ class Checkpointer:
         blocked_until: float,
     ) -> SaveInfo:
         directory = checkpoint_dir(step, secrets.token_hex(4))
-        with self._lock:
-            self._inflight.add(directory)
-        try:
+        with self._writing(directory):
             entries, files, written = self._write_data(directory, parts, meta["layouts"])
             return self._commit(
                 directory, step, epoch, encoded, entries, files, meta, written, t0, blocked_until
             )
+
+    @contextlib.contextmanager
+    def _writing(self, directory: str) -> Iterator[None]:
+        """Mark ``directory`` as being written: retention leaves it alone meanwhile."""
+        with self._lock:
+            self._inflight.add(directory)
+        try:
+            yield
         finally:
             with self._lock:
                 self._inflight.discard(directory)
@@ -462,15 +461,9 @@ class Checkpointer:
             tensors=entries,
             tree=encoded,
         )
-        with self._lock:
-            self._inflight.add(directory)
-        try:
-            # A stale attempt (its supervisor lost the job to a newer one) must not commit.
-            check_fence(self.store, self.generation)
-            self.store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
-        finally:
-            with self._lock:
-                self._inflight.discard(directory)
+        # A stale attempt (its supervisor lost the job to a newer one) must not commit.
+        check_fence(self.store, self.generation)
+        self.store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
         with self._lock:
             self._manifests[directory] = manifest
             self._last = (directory, manifest)
@@ -837,6 +830,13 @@ class Checkpointer:
     def _emit(self, kind: str, **fields: Any) -> None:
         if self.events is not None:
             self.events.record(kind, **fields)
+
+
+def _already_done(info: SaveInfo) -> PendingSave:
+    """A PendingSave for a save that committed before it was returned."""
+    future: cf.Future[SaveInfo] = cf.Future()
+    future.set_result(info)
+    return PendingSave(future, info.step)
 
 
 def _lower_priority() -> None:
