@@ -74,7 +74,9 @@ class Guard:
         every_steps / every_s / max_lost_work_s: shortcuts for the simple policies.
         exit_code: the exit status after a clean stop (75, EX_TEMPFAIL, by default).
         signals: the signals that request a stop (SIGTERM, SIGINT, SIGUSR1).
-        grace_s: seconds a signal leaves before the SIGKILL (Kubernetes' default is 30).
+        grace_s: seconds a signal leaves before the SIGKILL; default: the pool's ``grace_s``
+            (the supervisor SIGKILLs after it; keep it below Kubernetes'
+            terminationGracePeriodSeconds).
         watchers: cloud notice watchers; None means from ``$SPOTSAFE_CLOUD``.
         async_saves: snapshot on the training thread, persist in the background.
         clock: monotonic seconds, injectable for tests.
@@ -104,7 +106,7 @@ class Guard:
         max_lost_work_s: float | None = None,
         exit_code: int = EXIT_PREEMPTED,
         signals: Sequence[int] = DEFAULT_SIGNALS,
-        grace_s: float = 30.0,
+        grace_s: float | None = None,
         watchers: Sequence[Watcher] | None = None,
         async_saves: bool = True,
         heartbeat_s: float = HEARTBEAT_S,
@@ -136,8 +138,9 @@ class Guard:
         self.heartbeat_s = heartbeat_s
         self.clock = clock
         self.flag = StopFlag()
+        self.grace_s = self.pool.grace_s if grace_s is None else grace_s
         self._signals = SignalCatcher(
-            self.flag, signals=tuple(signals), grace_s=grace_s, clock=clock
+            self.flag, signals=tuple(signals), grace_s=self.grace_s, clock=clock
         )
         self._watchers = watchers
         self._notices: NoticeWatcher | None = None
