@@ -201,6 +201,8 @@ class Guard:
                 self.checkpointer.save(self.state)
                 self._saved()
                 self._record("finished", step=self.state.step, epoch=self.state.epoch)
+            if exc_type is None:
+                self.checkpointer.flush()
         finally:
             self._signals.__exit__(exc_type, exc, tb)
             if self._notices is not None:
@@ -355,6 +357,7 @@ class Guard:
             if self._last_saved != (self.state.step, self.state.epoch):
                 self.checkpointer.save(self.state)
                 self._saved()
+            self.checkpointer.flush()  # with a staging tier: until the uploads are done
         except SpotsafeError as e:
             self._record(
                 "stop",

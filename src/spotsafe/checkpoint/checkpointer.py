@@ -56,7 +56,7 @@ from spotsafe.errors import (
 from spotsafe.events import EventLog
 from spotsafe.jobrecord import check_fence
 from spotsafe.state import ENV_ATTEMPT, ENV_JOB_ID, TrainState, merge_parts
-from spotsafe.storage import Store, store_from_env
+from spotsafe.storage import StagedStore, Store, store_from_env
 from spotsafe.storage.ephemeral import check_store_durable
 
 log = logging.getLogger("spotsafe")
@@ -149,6 +149,9 @@ class Checkpointer:
             a larger state is saved synchronously instead (with a warning). None: no limit.
         events: record saves, restores and quarantines in the store's event log (True), in
             a given :class:`~spotsafe.events.EventLog`, or not at all (False).
+        staging: a fast local directory to write to first; uploads to ``store`` follow in
+            the background, manifest last (see spotsafe.storage.staged). ``save`` then
+            returns once staged, and :meth:`flush` (called on a stop request) makes it durable.
         read_only: only look (``spotsafe ls`` / ``verify``, or restoring elsewhere): no
             durability check, no events, nothing quarantined; saving or pruning is an error.
 
@@ -178,6 +181,7 @@ class Checkpointer:
         io_threads: int = DEFAULT_IO_THREADS,
         host_buffer_bytes: int | None = None,
         events: bool | EventLog = True,
+        staging: str | os.PathLike[str] | None = None,
         read_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -192,6 +196,8 @@ class Checkpointer:
         if io_threads < 1:
             raise ConfigError(f"io_threads={io_threads!r}: must be at least 1")
         self.store = store_from_env(store)
+        if staging is not None:
+            self.store = StagedStore(self.store, staging)
         self.read_only = read_only
         if read_only:
             events = False
@@ -354,16 +360,25 @@ class Checkpointer:
             return None
         return pending.wait()
 
+    def flush(self) -> SaveInfo | None:
+        """Wait for the save in flight and for everything written to reach durable storage
+        (with ``staging``: the uploads). Returns the save that was in flight, if any."""
+        info = self.wait()
+        self.store.flush()
+        return info
+
     def close(self) -> None:
-        """Wait for the save in flight, stop the background thread, write pending events."""
+        """Flush, stop the background thread, write pending events."""
         try:
-            self.wait()
+            self.flush()
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
             if self.events is not None:
                 self.events.close()
+            if isinstance(self.store, StagedStore):
+                self.store.close()
 
     def __enter__(self) -> Checkpointer:
         return self

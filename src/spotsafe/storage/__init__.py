@@ -12,5 +12,6 @@ from __future__ import annotations
 
 from spotsafe.storage.base import Store, redact_url
 from spotsafe.storage.open import open_store, store_from_env
+from spotsafe.storage.staged import StagedStore
 
-__all__ = ["Store", "open_store", "redact_url", "store_from_env"]
+__all__ = ["StagedStore", "Store", "open_store", "redact_url", "store_from_env"]

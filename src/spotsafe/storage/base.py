@@ -68,6 +68,14 @@ class Store(abc.ABC):
         self.write_bytes(path, data)
         return True
 
+    def flush(self) -> None:
+        """Wait until everything written is in durable storage.
+
+        A no-op for stores that are durable when ``write`` returns; a staged store (see
+        spotsafe.storage.staged) uploads what is pending.
+        """
+        return None
+
     @abc.abstractmethod
     def read_bytes(self, path: str) -> bytes:
         """The whole content of ``path``."""
