@@ -7,6 +7,7 @@ list of actions, run in order:
 
     ckpt:S      commit a (tensor-free) checkpoint at step S, in the real manifest format
     cleanstop   record the Guard's clean `stop` event for this attempt
+    printenv:N  print N=<value of environment variable N>
     exit:C      exit with code C
     term75      from now on, SIGTERM makes the process exit 75 (as the Guard does)
     ignoreterm  from now on, SIGTERM is ignored
@@ -16,7 +17,6 @@ list of actions, run in order:
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -24,8 +24,7 @@ import subprocess
 import sys
 import time
 
-import xxhash
-
+from spotsafe.checkpoint.manifest import Manifest, checkpoint_dir
 from spotsafe.events import EventLog
 from spotsafe.storage import open_store
 
@@ -34,17 +33,14 @@ def commit_checkpoint(store_url: str, step: int) -> None:
     """A checkpoint with no tensors, committed the way the Checkpointer commits one."""
     store = open_store(store_url)
     attempt = int(os.environ.get("SPOTSAFE_ATTEMPT", "0") or 0)
-    body = {
-        "step": step, "epoch": 0, "created_at": time.time(), "writer": secrets.token_hex(8),
-        "job_id": os.environ.get("SPOTSAFE_JOB_ID"), "attempt": attempt,
-        "generation": attempt, "world_size": 1, "versions": {}, "config_fingerprint": None,
-        "files": {}, "tensors": [], "tree": {"step": step}, "extra": {},
-    }  # fmt: skip
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    doc = {"format": "spotsafe-checkpoint", "schema": 1,
-           "xxh3": xxhash.xxh3_128_hexdigest(canonical), "manifest": body}  # fmt: skip
-    path = f"checkpoints/step-{step:012d}-{secrets.token_hex(4)}/MANIFEST.json"
-    store.write_bytes(path, json.dumps(doc).encode())
+    manifest = Manifest(
+        step=step, epoch=0, created_at=time.time(), writer=secrets.token_hex(8),
+        job_id=os.environ.get("SPOTSAFE_JOB_ID"), attempt=attempt, generation=attempt,
+        world_size=1, versions={}, config_fingerprint=None, files={}, tensors=[],
+        tree={"step": step},
+    )  # fmt: skip
+    store.write_bytes(f"{checkpoint_dir(step, secrets.token_hex(4))}/MANIFEST.json",
+                      manifest.to_bytes())  # fmt: skip
 
 
 def main() -> None:
@@ -62,6 +58,8 @@ def main() -> None:
                               attempt=attempt, flush_interval_s=0)  # fmt: skip
             events.record("stop", clean=True, step=0, source="signal:SIGTERM")
             events.close()
+        elif name == "printenv":
+            print(f"{arg}={os.environ.get(arg, '')}", flush=True)
         elif name == "exit":
             sys.exit(int(arg))
         elif name == "term75":
