@@ -68,50 +68,45 @@ class LocalStore(Store):
             _fsync_dir(d.parent)
 
     def write(self, path: str, chunks: Iterable[Buffer]) -> int:
-        full = self._path(path)
-        try:
-            self._makedirs(full.parent)
-            # "x": never overwrite a committed object in place.
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            size = 0
-            try:
-                with os.fdopen(fd, "wb", closefd=False) as f:
-                    for chunk in chunks:
-                        size += f.write(chunk)
-                    f.flush()
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _fsync_dir(full.parent)
-        except FileExistsError as e:
+        size = self._create(path, chunks)
+        if size is None:
             raise StorageError(
-                f"refusing to overwrite {full}: objects are written once", retryable=False
-            ) from e
-        except OSError as e:
-            raise _storage_error("write", full, e) from e
+                f"refusing to overwrite {self._path(path)}: objects are written once",
+                retryable=False,
+            )
         return size
 
     def create_exclusive(self, path: str, data: Buffer) -> bool:
-        """Write a hidden temporary file, then hard-link it into place: ``link`` fails with
-        EEXIST atomically, and a reader never sees the object half written."""
+        return self._create(path, [data]) is not None
+
+    def _create(self, path: str, chunks: Iterable[Buffer]) -> int | None:
+        """Write a hidden temporary file, fsync it, then hard-link it into place.
+
+        Objects appear whole, as on an object store: a process killed mid-write leaves only
+        a hidden ``.*.tmp`` file, never a truncated object (a truncated manifest would look
+        committed). ``link`` also fails with EEXIST atomically, so an object is never
+        overwritten. Returns the size, or None when ``path`` already exists.
+        """
         full = self._path(path)
         tmp = full.with_name(f".{full.name}.{secrets.token_hex(6)}.tmp")
         try:
             self._makedirs(full.parent)
+            size = 0
             with open(tmp, "xb") as f:
-                f.write(data)
+                for chunk in chunks:
+                    size += f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
             try:
                 os.link(tmp, full)
             except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
+                return None
             _fsync_dir(full.parent)
         except OSError as e:
-            raise _storage_error("create", full, e) from e
-        return True
+            raise _storage_error("write", full, e) from e
+        finally:
+            tmp.unlink(missing_ok=True)  # linked, refused, or failed: the name goes either way
+        return size
 
     def read_bytes(self, path: str) -> bytes:
         full = self._path(path)
