@@ -299,6 +299,10 @@ def _error_code(e: BaseException) -> tuple[str, int | None]:
     return code, status if isinstance(status, int) else None
 
 
+class _PartCancelled(StorageError):
+    """A part that stopped because another part of the same upload failed."""
+
+
 class S3Store(Store):
     """Objects under ``s3://bucket/prefix``.
 
@@ -585,6 +589,11 @@ class S3Store(Store):
                 except BaseException:
                     self._slots.release()
                     raise
+            cf.wait(futures)
+            errors = [e for e in (f.exception() for f in futures) if e is not None]
+            if errors:
+                # Raise the cause, not the parts that stopped because another one failed.
+                raise next((e for e in errors if not isinstance(e, _PartCancelled)), errors[0])
             parts = [f.result() for f in futures]
             self._complete(key, upload_id, parts, source.total, what)
         except BaseException:
@@ -608,11 +617,11 @@ class S3Store(Store):
     ) -> dict[str, Any]:
         try:
             if failed.is_set():
-                raise StorageError(f"could not {what}: another part failed", retryable=False)
+                raise _PartCancelled(f"could not {what}: another part failed", retryable=False)
 
             def attempt(_: int) -> dict[str, Any]:
                 if failed.is_set():  # stop retrying once the upload is being aborted
-                    raise StorageError(f"could not {what}: another part failed", retryable=False)
+                    raise _PartCancelled(f"could not {what}: another part failed", retryable=False)
                 out: dict[str, Any] = self.client.upload_part(
                     Bucket=self.bucket,
                     Key=key,
