@@ -17,11 +17,11 @@ import argparse
 import hashlib
 import os
 import threading
-import time
 import zlib
 from collections.abc import Callable
 
 import xxhash
+from _timing import best_of
 
 Hasher = Callable[[memoryview], object]
 
@@ -42,15 +42,6 @@ def candidates() -> dict[str, tuple[int, Hasher]]:
     else:
         out["google-crc32c"] = (32, lambda b: google_crc32c.value(bytes(b)))
     return out
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def two_threads(fn: Hasher, data: memoryview) -> None:

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _timing import best_of
+
 ROOT = Path(__file__).resolve().parent
 MiB = 1024 * 1024
 
@@ -59,12 +61,7 @@ def start_moto(port: int) -> subprocess.Popen[bytes]:
 
 
 def best_s(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_of(repeat, fn)
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ torch-free, so the supervisor and ``spotsafe ls`` read a store without importing
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from spotsafe._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from spotsafe.checkpoint.checkpointer import Checkpointer, PendingSave, RestoreInfo, SaveInfo
@@ -39,10 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spotsafe.checkpoint' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _LAZY)
