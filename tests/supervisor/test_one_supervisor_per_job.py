@@ -15,7 +15,7 @@ from spotsafe.errors import LeaseHeld
 from spotsafe.policy import ExitClass
 from spotsafe.storage import open_store
 from spotsafe.supervisor import JobRecord, Lease, LeaseLost, judge
-from spotsafe.supervisor.lease import LeaseView
+from spotsafe.lease import LeaseView
 from tests.supervisor.conftest import CHILD, write_pool
 
 

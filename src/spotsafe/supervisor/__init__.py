@@ -5,8 +5,8 @@ and the lease (`Lease`) in the job's store, so any machine can continue the job.
 ``spotsafe chaos`` is `run_chaos`. No torch is imported here.
 """
 
+from spotsafe.lease import Lease, LeaseLost, judge
 from spotsafe.supervisor.job import JobRecord, check_fence, current_generation, default_job_id
-from spotsafe.supervisor.lease import Lease, LeaseLost, judge
 from spotsafe.supervisor.progress import newest_valid_step
 from spotsafe.supervisor.runner import EXIT_GAVE_UP, EXIT_STOPPED, Outcome, Supervisor
 

@@ -47,7 +47,7 @@ from spotsafe.policy.retry import PREEMPTED_EXIT_CODE, Rng
 from spotsafe.storage import Store
 from spotsafe.supervisor.child import Child
 from spotsafe.supervisor.job import AttemptStart, JobRecord
-from spotsafe.supervisor.lease import Lease, LeaseKeeper
+from spotsafe.lease import Lease, LeaseKeeper
 from spotsafe.supervisor.progress import clean_stop_recorded, newest_valid_step
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_STOPPED", "Outcome", "Supervisor"]

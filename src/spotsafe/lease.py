@@ -1,4 +1,7 @@
-"""One supervisor per job: a lease in the store, kept alive by heartbeats, with a TTL.
+"""One writer per job: a lease in the store, kept alive by heartbeats, with a TTL.
+
+The supervisor holds it for a supervised job; a Checkpointer run without a supervisor holds
+it itself, so two writers never share a store. Torch-free and below both.
 
 Layout (create-once objects; only old heartbeats are ever deleted)::
 
