@@ -13,6 +13,7 @@ Every error says what went wrong, where, and how to fix it, and is classified as
     │   ├── CheckpointNotFound      no checkpoint at the requested step
     │   ├── CheckpointCorrupt       a checkpoint failed verification (size, checksum, manifest)
     │   ├── CheckpointMismatch      a valid checkpoint of another job or another config
+    │   │   └── CheckpointTooNew    written by a newer spotsafe: upgrade; never quarantined
     │   └── NoValidCheckpoint       checkpoints exist but none is valid
     ├── StopError                   a stop request could not be honoured as promised
     └── SupervisorError
@@ -74,6 +75,12 @@ class CheckpointCorrupt(CheckpointError):
 
 class CheckpointMismatch(CheckpointError):
     """A checkpoint that is valid but belongs to another job or another config."""
+
+
+class CheckpointTooNew(CheckpointMismatch):
+    """A checkpoint written by a newer spotsafe (a schema, dtype or state node this version
+    does not know). It is not corrupt: it is never quarantined, and restore does not fall
+    back past it."""
 
 
 class NoValidCheckpoint(CheckpointError):

@@ -345,9 +345,10 @@ def test_local_disk_on_a_machine_that_is_not_a_cloud_vm_is_durable(
 # --- overrides ------------------------------------------------------------------------------
 
 
-def test_env_override_allows_an_ephemeral_store_with_a_warning(
+def test_env_override_allows_an_ephemeral_store_without_a_warning(
     machine: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Allowed on purpose: a warning on every Checkpointer would only train users to ignore it.
     with caplog.at_level(logging.WARNING, logger="spotsafe.storage"):
         verdict = check_store_durable(
             "/dev/shm/run",
@@ -357,7 +358,23 @@ def test_env_override_allows_an_ephemeral_store_with_a_warning(
             **machine,
         )
     assert verdict.kind is Durability.EPHEMERAL
-    assert any("lost with the machine" in r.getMessage() for r in caplog.records)
+    assert caplog.records == []
+
+
+def test_an_unconfirmed_store_is_warned_about_once_per_process(
+    machine: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    mounts = table(ROOT, "61 22 202:16 / /data2 rw - ext4 /dev/xvdc rw")
+    with caplog.at_level(logging.WARNING, logger="spotsafe.storage"):
+        for _ in range(3):
+            check_store_durable(
+                "/data2/once", env={}, mountinfo_text=mounts, cloud="aws", **machine
+            )
+        check_store_durable(
+            "/data2/other", env={"SPOTSAFE_ALLOW_EPHEMERAL": "1"}, mountinfo_text=mounts,
+            cloud="aws", **machine,
+        )  # fmt: skip
+    assert [r.getMessage().count("/data2/once") for r in caplog.records] == [1]
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", "on"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import secrets
@@ -29,17 +28,18 @@ from typing import Any
 
 import torch
 
-from spotsafe.checkpoint import distributed, layout, tree
+from spotsafe.checkpoint import distributed, layout, quarantine, tree, writer
 from spotsafe.checkpoint.discovery import (
     CheckpointListing,
     Discovery,
     Status,
     check_sizes,
     discover,
+    short,
+    still_committed,
 )
 from spotsafe.checkpoint.manifest import (
     MANIFEST_NAME,
-    QUARANTINE_NAME,
     Manifest,
     TensorEntry,
     checkpoint_dir,
@@ -48,7 +48,9 @@ from spotsafe.errors import (
     CheckpointCorrupt,
     CheckpointMismatch,
     CheckpointNotFound,
+    CheckpointTooNew,
     ConfigError,
+    LeaseHeld,
     NoValidCheckpoint,
     ObjectMissing,
     StorageError,
@@ -66,12 +68,21 @@ DEFAULT_IO_THREADS = 4
 # Unchanged tensors smaller than this are written again rather than referenced: rewriting a
 # few KB (RNG states, counters) is cheaper than keeping an old data file alive for them.
 MIN_SHARED_BYTES = 64 * 1024
-OWN_STORAGE_BYTES = 1024 * 1024
+OWN_STORAGE_BYTES = 1024 * 1024  # loaded tensors below this are copied out of the file buffer
 # The background persist runs at the lowest CPU priority. Measured on 2 cores (bench/README.md):
 # at normal priority it slowed the training steps it overlapped by 150-400% (hashing and copy
 # threads against torch's threads); at nice 19 by -10..+18%, noise, with the persist 2-3x
 # longer, which the interval policy absorbs (it never saves more often than a persist takes).
-BACKGROUND_NICE = 19  # loaded tensors below this are copied out of the file buffer
+BACKGROUND_NICE = 19
+# A restore that finds every checkpoint it tried pruned under it lists again, this often.
+RESTORE_RACE_RETRIES = 5
+
+
+class _PrunedWhileRead:
+    """What one restore pass returns when every candidate vanished under a live writer."""
+
+
+_PRUNED_WHILE_READ = _PrunedWhileRead()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,6 +243,7 @@ class Checkpointer:
         self._pending: PendingSave | None = None
         self._executor: cf.ThreadPoolExecutor | None = None
         self._buffers: list[torch.Tensor] = []
+        self._claimed = False  # holds the store's lease (spotsafe.checkpoint.writer)
 
     # ------------------------------------------------------------------ saving
 
@@ -243,6 +255,7 @@ class Checkpointer:
         """
         t0 = self.clock()
         self.wait()  # one save at a time; raises the previous one's error, if unreported
+        self._claim_store()
         if distributed.active():
             return self._save_distributed(state, t0)
         encoded, tensors, meta = self._capture(state)
@@ -322,6 +335,7 @@ class Checkpointer:
             return _already_done(self.save(state))
         t0 = self.clock()
         self.wait()  # the back-pressure; raises the previous save's error, if unreported
+        self._claim_store()
         encoded, tensors, meta = self._capture(state)
         needed = sum(t.numel() * t.element_size() for t in tensors)
         if self.host_buffer_bytes is not None and needed > self.host_buffer_bytes:
@@ -348,6 +362,25 @@ class Checkpointer:
         pending = PendingSave(future, step, on_waited=lambda: self._forget(pending))
         self._pending = pending
         return pending
+
+    def _claim_store(self) -> None:
+        """Outside the supervisor, hold the store's lease before the first write: a second
+        writer is refused (see spotsafe.checkpoint.writer). Under ``spotsafe run`` the
+        supervisor holds it and the attempt fence guards each commit."""
+        self._check_writable()
+        if self._claimed or self.generation is not None:
+            return
+        error = None
+        if distributed.rank_and_world()[0] == 0:  # one writer per job: rank 0 speaks for all
+            try:
+                writer.claim(self.store)
+            except LeaseHeld as e:
+                error = str(e)
+        if distributed.active():
+            error = distributed.broadcast(error)
+        if error is not None:
+            raise LeaseHeld(error)
+        self._claimed = True
 
     def _forget(self, pending: PendingSave) -> None:
         if self._pending is pending:
@@ -379,6 +412,9 @@ class Checkpointer:
                 self.events.close()
             if isinstance(self.store, StagedStore):
                 self.store.close()
+            if self._claimed and distributed.rank_and_world()[0] == 0:
+                self._claimed = False
+                writer.unclaim(self.store)
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -476,8 +512,10 @@ class Checkpointer:
             tensors=entries,
             tree=encoded,
         )
-        # A stale attempt (its supervisor lost the job to a newer one) must not commit.
+        # A stale attempt (its supervisor lost the job to a newer one) must not commit, nor a
+        # writer that lost the store's lease.
         check_fence(self.store, self.generation)
+        writer.check(self.store)
         self.store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
         with self._lock:
             self._manifests[directory] = manifest
@@ -501,7 +539,13 @@ class Checkpointer:
             blocking_s=info.blocking_s,
             persist_s=info.persist_s,
         )
-        self.prune()
+        try:
+            self.prune()
+        except StorageError as e:
+            # The checkpoint is committed: a failed prune only leaves old files for the next
+            # one, and must not fail a save (three failed saves stop training).
+            log.warning("pruning old checkpoints in %s failed: %s", self.store.url, e)
+            self._emit("prune_failed", error=str(e))
         return info
 
     def _check_writable(self) -> None:
@@ -620,19 +664,44 @@ class Checkpointer:
         """
         t0 = self.clock()
         self.wait()
+        for _ in range(RESTORE_RACE_RETRIES):
+            outcome = self._restore_once(state, step, fresh_start_ok, allow_config_change, t0)
+            if not isinstance(outcome, _PrunedWhileRead):
+                return outcome
+        raise StorageError(
+            f"{self.store.url}: every checkpoint was pruned while it was read, "
+            f"{RESTORE_RACE_RETRIES} times: another process writes to this store; stop it"
+        )
+
+    def _restore_once(
+        self,
+        state: TrainState,
+        step: int | None,
+        fresh_start_ok: bool,
+        allow_config_change: bool,
+        t0: float,
+    ) -> RestoreInfo | _PrunedWhileRead | None:
+        """One pass of :meth:`restore` over one listing; ``_PRUNED_WHILE_READ`` when every
+        candidate it tried vanished under a live writer's retention (list again)."""
         found = self._discover(verify_sizes=False)
         listing, all_sizes = found.checkpoints, found.sizes
-        candidates = [c for c in listing if c.status in (Status.VALID, Status.CORRUPT)]
+        loadable = (Status.VALID, Status.CORRUPT, Status.NEWER)
+        candidates = [c for c in listing if c.status in loadable]
         if step is not None:
             candidates = [c for c in candidates if c.step == step]
             if not candidates:
                 raise CheckpointNotFound(f"{self.store.url}: no checkpoint at step {step}")
         skipped: list[tuple[str, str]] = []
-        for c in listing:
-            if c.status is Status.FOREIGN:
-                log.warning("skipping %s/%s: %s", self.store.url, c.path, c.reason)
-                skipped.append((c.path, c.reason))
+        foreign = [c for c in listing if c.status is Status.FOREIGN]
+        for c in foreign:
+            log.warning("skipping %s/%s: %s", self.store.url, c.path, c.reason)
+            skipped.append((c.path, c.reason))
         for c in candidates:
+            where = f"{self.store.url}/{c.path}"
+            if c.status is Status.NEWER:
+                # Not corrupt: falling back past it would silently resume from older state.
+                raise CheckpointTooNew(f"{where}: {c.reason}")
+            problem, pruned = None, False
             try:
                 if c.manifest is None:
                     raise CheckpointCorrupt(c.reason)
@@ -644,23 +713,24 @@ class Checkpointer:
                     and not allow_config_change
                 ):
                     raise CheckpointMismatch(
-                        f"{self.store.url}/{c.path} was written with config fingerprint"
+                        f"{where} was written with config fingerprint"
                         f" {manifest.config_fingerprint}, this run has"
                         f" {state.config_fingerprint}; resume with the same config, or pass"
                         " allow_config_change=True to load it anyway"
                     )
-                check_sizes(manifest, all_sizes, f"{self.store.url}/{c.path}")
+                check_sizes(manifest, all_sizes, where)
                 tensors = self._load_tensors(manifest, c.path)
-                decoded = _this_ranks_state(
-                    tree.decode(manifest.tree, tensors), manifest, f"{self.store.url}/{c.path}"
-                )
-                problem = None
+                decoded = _this_ranks_state(tree.decode(manifest.tree, tensors), manifest, where)
             except CheckpointCorrupt as e:
-                problem = str(e)
-                self._quarantine(c.path, problem)
+                problem = short(e, where)
+                # A file that vanished under a live writer's retention is not corruption.
+                pruned = not still_committed(self.store, c.path)
+                if not pruned:
+                    self._quarantine(c.path, problem)
             # Under torch.distributed every rank must load the same step, or none does.
             if not distributed.all_true(problem is None):
-                skipped.append((c.path, problem or "invalid on another rank"))
+                skipped.append((c.path, "pruned while read" if pruned else problem or
+                                "invalid on another rank"))  # fmt: skip
                 continue
             state.load_state_dict(decoded)
             self._resumed_from = c.path
@@ -669,7 +739,7 @@ class Checkpointer:
             info = RestoreInfo(
                 step=manifest.step,
                 epoch=manifest.epoch,
-                path=f"{self.store.url}/{c.path}",
+                path=where,
                 manifest=manifest,
                 skipped=skipped,
                 load_s=self.clock() - t0,
@@ -683,8 +753,10 @@ class Checkpointer:
                 load_s=info.load_s,
             )
             return info
-        tried = [c for c in candidates] + [c for c in listing if c.status is Status.QUARANTINED]
-        if not tried:
+        if any(why == "pruned while read" for _, why in skipped):
+            return _PRUNED_WHILE_READ
+        invalid = [c for c in listing if c.status in (Status.CORRUPT, Status.QUARANTINED)]
+        if step is None and not candidates and not invalid and not foreign:
             log.info("no checkpoint in %s: starting fresh", self.store.url)
             self._emit("restore", step=None, path=None, skipped=[p for p, _ in skipped])
             return None
@@ -692,10 +764,19 @@ class Checkpointer:
             log.warning("no valid checkpoint in %s: starting fresh as asked", self.store.url)
             self._emit("restore", step=None, path=None, skipped=[p for p, _ in skipped])
             return None
+        if foreign and not invalid and not candidates:
+            owners = sorted({str(c.manifest.job_id) for c in foreign if c.manifest})
+            raise CheckpointMismatch(
+                f"{self.store.url} holds checkpoints of job {', '.join(owners)}, and this run is"
+                f" job {self.job_id!r}: starting fresh here would mix two jobs in one store."
+                " Resume with the same SPOTSAFE_JOB_ID, give this job its own store, or pass"
+                " fresh_start_ok=True"
+            )
         reasons = "; ".join(f"{p}: {r}" for p, r in skipped) or "all quarantined earlier"
         raise NoValidCheckpoint(
-            f"{self.store.url} holds {len(tried)} checkpoint(s) but none is valid ({reasons})."
-            " Inspect them with `spotsafe ls`, or pass fresh_start_ok=True to start over"
+            f"{self.store.url} holds {len(candidates) + len(invalid)} checkpoint(s) but none"
+            f" is valid ({reasons}). Inspect them with `spotsafe ls`, lift a quarantine with"
+            " `spotsafe verify --release STEP`, or pass fresh_start_ok=True to start over"
         )
 
     def verify(self, step: int | None = None) -> list[CheckpointListing]:
@@ -716,11 +797,14 @@ class Checkpointer:
         out = []
         for c in listing:
             if c.status is Status.VALID and c.manifest is not None:
+                where = f"{self.store.url}/{c.path}"
                 try:
-                    check_sizes(c.manifest, sizes, c.path)
+                    check_sizes(c.manifest, sizes, where)
                     tree.decode(c.manifest.tree, self._load_tensors(c.manifest, c.path))
                 except CheckpointCorrupt as e:
-                    c = dataclasses.replace(c, status=Status.CORRUPT, reason=str(e))
+                    if not still_committed(self.store, c.path):
+                        continue  # pruned while we read it: gone, not corrupt
+                    c = dataclasses.replace(c, status=Status.CORRUPT, reason=short(e, where))
             out.append(c)
         return out
 
@@ -779,9 +863,10 @@ class Checkpointer:
             "checkpoint %s/%s is invalid and is quarantined: %s", self.store.url, directory, reason
         )
         self._emit("quarantine", path=directory, reason=reason)
-        body = json.dumps({"reason": reason, "at": self.wall_clock(), "by": self.writer})
         try:
-            self.store.write_bytes(f"{directory}/{QUARANTINE_NAME}", body.encode())
+            quarantine.mark(
+                self.store, directory, reason=reason, at=self.wall_clock(), by=self.writer
+            )
         except StorageError as e:
             # Quarantine is bookkeeping: without it the next restore verifies (and skips)
             # this checkpoint again, which costs time but never loads it.
@@ -792,11 +877,19 @@ class Checkpointer:
     def prune(self) -> list[str]:
         """Delete old checkpoints beyond ``keep_last`` and leftovers of dead writes.
 
-        Returns the store paths deleted.
+        Never deletes a file that a checkpoint which stays committed refers to, whoever wrote
+        it. Returns the store paths deleted.
+
+        Raises:
+            StorageError: listing or deleting failed (after a save, this is only logged).
         """
         self._check_writable()
         found = self._discover(verify_sizes=False)
         listing, sizes = found.checkpoints, found.sizes
+        if any(c.status is Status.NEWER for c in listing):
+            # A newer spotsafe's manifest may use files this version cannot see it use.
+            log.warning("%s holds checkpoints of a newer spotsafe: not pruning", self.store.url)
+            return []
         committed = [c for c in listing if c.status is Status.VALID and c.manifest is not None]
         keep = {c.path for c in committed[: self.keep_last]}
         if self._resumed_from is not None:
@@ -806,10 +899,8 @@ class Checkpointer:
             keep.add(last[0])
         with self._lock:
             inflight = set(self._inflight)
-        kept_manifests = [c.manifest for c in committed if c.path in keep and c.manifest]
-        referenced = {f for m in kept_manifests for f in m.files}
         oldest_kept = min((c.step for c in committed if c.path in keep), default=None)
-        deleted: list[str] = []
+        doomed = []
         for c in listing:
             if c.path in keep or c.path in inflight or c.status is Status.FOREIGN:
                 continue
@@ -819,14 +910,26 @@ class Checkpointer:
             recent = oldest_kept is None or c.step >= oldest_kept
             if c.status in (Status.QUARANTINED, Status.CORRUPT) and recent:
                 continue  # keep recent bad ones for inspection
+            doomed.append(c)
+        doomed_paths = {c.path for c in doomed}
+        # Every manifest that stays committed, ours or not, keeps the files it uses.
+        referenced = {
+            f
+            for c in listing
+            if c.manifest is not None and c.path not in doomed_paths
+            for f in c.manifest.files
+        }
+        deleted: list[str] = []
+        for c in doomed:
             own = [p for p in sizes if p.startswith(c.path + "/")]
             manifest = f"{c.path}/{MANIFEST_NAME}"
             if manifest in own:
-                # Manifest first: once it is gone the directory is no longer a checkpoint.
+                # Manifest first: once it is gone the directory is no longer a checkpoint,
+                # and readers that find its files missing know it was pruned.
                 self.store.delete([manifest])
-            doomed = [p for p in own if p not in referenced and p != manifest]
-            self.store.delete(doomed)
-            deleted.extend(([manifest] if manifest in own else []) + doomed)
+            doomed_files = [p for p in own if p not in referenced and p != manifest]
+            self.store.delete(doomed_files)
+            deleted.extend(([manifest] if manifest in own else []) + doomed_files)
             with self._lock:
                 self._manifests.pop(c.path, None)
         if deleted:

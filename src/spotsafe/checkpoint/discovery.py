@@ -7,19 +7,20 @@ every storage error propagate: an unreadable store is an error, never "no checkp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
+from spotsafe.checkpoint import quarantine
 from spotsafe.checkpoint.manifest import (
     CHECKPOINTS_DIR,
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     QUARANTINE_NAME,
     Manifest,
     parse_checkpoint_dir,
 )
-from spotsafe.errors import CheckpointCorrupt, ObjectMissing, StorageError
+from spotsafe.errors import CheckpointCorrupt, CheckpointTooNew, ObjectMissing
 from spotsafe.storage import Store
 
 
@@ -31,6 +32,7 @@ class Status(str, Enum):
     CORRUPT = "corrupt"  #: failed verification
     QUARANTINED = "quarantined"  #: failed verification earlier; never picked again
     FOREIGN = "foreign"  #: a valid checkpoint of another job
+    NEWER = "newer"  #: written by a newer spotsafe: not corrupt, but this version cannot read it
     SHARED = "shared"  #: pruned, but its data files are still used by kept checkpoints
 
 
@@ -69,7 +71,9 @@ def discover(
     """List ``store`` once and classify every checkpoint directory in it.
 
     Cheap: reads manifests (small; cached in ``cache``, manifests never change) and compares
-    sizes, never the data files.
+    sizes, never the data files. Safe while a writer prunes: a directory that vanishes
+    during the listing, or whose manifest is gone by the time it is read, was pruned and is
+    left out; it is never reported as corrupt.
 
     Example:
         >>> from spotsafe.storage import open_store
@@ -95,31 +99,30 @@ def discover(
         assert step is not None
         common: dict[str, Any] = {"path": directory, "step": step, "size": sum(files.values())}
         if QUARANTINE_NAME in files:
-            reason = quarantine_reason(store, directory)
+            reason = quarantine.reason(store, directory)
             out.append(CheckpointListing(status=Status.QUARANTINED, reason=reason, **common))
             continue
         if MANIFEST_NAME not in files:
             out.append(CheckpointListing(status=Status.PARTIAL, reason="no manifest", **common))
             continue
+        where = f"{store.url}/{directory}"
         try:
+            if files[MANIFEST_NAME] > MAX_MANIFEST_BYTES:
+                raise CheckpointCorrupt(
+                    f"{where}: manifest of {files[MANIFEST_NAME]} bytes exceeds"
+                    f" {MAX_MANIFEST_BYTES} bytes"
+                )
             manifest = read_manifest(store, directory, cache)
             if verify_sizes:
-                check_sizes(manifest, sizes, directory)
-        except CheckpointCorrupt as e:
-            out.append(CheckpointListing(status=Status.CORRUPT, reason=str(e), **common))
+                check_sizes(manifest, sizes, where)
+        except CheckpointTooNew as e:
+            out.append(CheckpointListing(status=Status.NEWER, reason=short(e, where), **common))
             continue
-        status, reason = Status.VALID, ""
-        if job_id is not None and manifest.job_id not in (None, job_id):
-            status, reason = Status.FOREIGN, f"written by job {manifest.job_id!r}"
-        out.append(
-            CheckpointListing(
-                status=status,
-                reason=reason,
-                created_at=manifest.created_at,
-                manifest=manifest,
-                **common,
-            )
-        )
+        except CheckpointCorrupt as e:
+            if still_committed(store, directory):
+                reason = short(e, where)
+                out.append(CheckpointListing(status=Status.CORRUPT, reason=reason, **common))
+            continue  # else pruned while we looked: gone, not corrupt
     # A pruned checkpoint whose files are still used is shared data, not a partial write.
     used = {f for c in out if c.manifest is not None for f in c.manifest.files}
     out = [
@@ -133,7 +136,12 @@ def discover(
 
 
 def read_manifest(store: Store, directory: str, cache: dict[str, Manifest]) -> Manifest:
-    """The checked manifest of ``directory``; :class:`CheckpointCorrupt` if it is bad."""
+    """The checked manifest of ``directory``.
+
+    Raises:
+        CheckpointCorrupt: it is bad, or it vanished (check :func:`still_committed`).
+        CheckpointTooNew: a newer spotsafe wrote it.
+    """
     cached = cache.get(directory)
     if cached is not None:
         return cached
@@ -149,6 +157,21 @@ def read_manifest(store: Store, directory: str, cache: dict[str, Manifest]) -> M
     return manifest
 
 
+def still_committed(store: Store, directory: str) -> bool:
+    """Whether ``directory``'s manifest is still in the store.
+
+    Asked when a checkpoint looks broken: a file that went missing after the listing is
+    corruption only while the manifest that needs it exists; once the manifest is gone too,
+    the checkpoint was pruned (retention deletes the manifest first). Storage errors
+    propagate: an unreadable store is never taken for a pruned checkpoint.
+    """
+    try:
+        store.read_range(f"{directory}/{MANIFEST_NAME}", 0, 1)
+    except ObjectMissing:
+        return False
+    return True
+
+
 def check_sizes(manifest: Manifest, sizes: dict[str, int], where: str) -> None:
     """Whether every file the manifest needs is listed with its size; raises if not."""
     for path, size in manifest.files.items():
@@ -159,10 +182,10 @@ def check_sizes(manifest: Manifest, sizes: dict[str, int], where: str) -> None:
             raise CheckpointCorrupt(f"{where}: {path} has {got} bytes, the manifest says {size}")
 
 
-def quarantine_reason(store: Store, directory: str) -> str:
-    """Why ``directory`` was quarantined, as its marker says."""
-    try:
-        data = json.loads(store.read_bytes(f"{directory}/{QUARANTINE_NAME}"))
-        return str(data.get("reason", ""))
-    except (StorageError, ValueError, AttributeError):
-        return "quarantined"
+def short(error: Exception, where: str) -> str:
+    """The error's message without its ``where: `` prefix, for a table that shows the path."""
+    text = str(error)
+    for prefix in (f"{where}: ", f"{where} "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text

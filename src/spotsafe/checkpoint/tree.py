@@ -14,18 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from spotsafe.checkpoint.manifest import DTYPE_SIZES
 from spotsafe.errors import CheckpointCorrupt, CheckpointError
 
-_DTYPES: dict[str, torch.dtype] = {
-    str(d).removeprefix("torch."): d
-    for d in (
-        torch.float64, torch.float32, torch.float16, torch.bfloat16,
-        torch.complex64, torch.complex128,
-        torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool,
-        torch.uint16, torch.uint32, torch.uint64,
-        torch.float8_e4m3fn, torch.float8_e5m2,
-    )
-}  # fmt: skip
+# The format's dtypes (spotsafe.checkpoint.manifest.DTYPE_SIZES) as torch dtypes.
+_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_SIZES}
 
 
 def dtype_name(dtype: torch.dtype) -> str:

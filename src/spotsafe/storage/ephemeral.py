@@ -57,6 +57,7 @@ from spotsafe.errors import ConfigError, EphemeralStoreError
 from spotsafe.storage.base import redact_url
 
 logger = logging.getLogger("spotsafe.storage")
+_warned: set[str] = set()  # stores already warned about in this process
 
 ENV_ALLOW_EPHEMERAL = "SPOTSAFE_ALLOW_EPHEMERAL"
 ENV_CLOUD = "SPOTSAFE_CLOUD"
@@ -638,8 +639,8 @@ def check_store_durable(
 
     Local paths and ``file://`` URLs are classified by :func:`classify_location` (same
     keyword arguments); ``memory://`` is ephemeral; object stores (s3, gs, az, ...) are
-    durable. An ``UNKNOWN`` verdict and an allowed ``EPHEMERAL`` one are logged as warnings
-    on the ``spotsafe.storage`` logger.
+    durable. An ``UNKNOWN`` verdict is logged as a warning on the ``spotsafe.storage`` logger,
+    once per store and process, and not at all when ephemeral stores are allowed.
 
     Args:
         url_or_path: The store, as given to ``open_store``.
@@ -684,13 +685,15 @@ def check_store_durable(
                 f"{ENV_ALLOW_EPHEMERAL}=1 (allow_ephemeral=True) if you accept losing "
                 "checkpoints with the machine"
             )
-        logger.warning(
+        # Allowed on purpose: say it once at debug level, not on every Checkpointer.
+        logger.debug(
             "checkpoint store %s is ephemeral (%s); allowed, so its checkpoints are lost with "
             "the machine",
             verdict.location,
             verdict.reason,
         )
-    elif verdict.kind is Durability.UNKNOWN:
+    elif verdict.kind is Durability.UNKNOWN and not allowed and verdict.location not in _warned:
+        _warned.add(verdict.location)  # once per store and process, not on every Checkpointer
         logger.warning(
             "could not confirm that checkpoint store %s outlives this machine: %s; prefer a "
             "persistent volume or an object store such as s3://bucket/run",

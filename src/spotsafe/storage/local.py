@@ -139,8 +139,10 @@ class LocalStore(Store):
         out: dict[str, int] = {}
 
         def onerror(e: OSError) -> None:
-            # os.walk reports a missing top as an error too: an absent prefix is empty.
-            if isinstance(e, FileNotFoundError) and Path(e.filename) == base:
+            # os.walk reports a missing top as an error too: an absent prefix is empty. A
+            # directory that vanishes below it while we walk (a writer pruning a checkpoint)
+            # is gone, not an error; anything else (permission, I/O) is.
+            if isinstance(e, FileNotFoundError):
                 return
             raise _storage_error("list", Path(e.filename or base), e) from e
 
@@ -168,9 +170,11 @@ class LocalStore(Store):
                 raise _storage_error("delete", full, e) from e
             parents.add(full.parent)
         for d in sorted(parents, key=lambda p: len(p.parts), reverse=True):
-            while d != self.root and d.is_dir() and not any(d.iterdir()):
+            while d != self.root:
                 try:
-                    d.rmdir()
+                    d.rmdir()  # only an empty directory goes
+                except FileNotFoundError:
+                    pass  # removed by someone else meanwhile: go on with its parent
                 except OSError:
-                    break  # not empty any more, or in use: the next prune tries again
+                    break  # not empty, or in use: the next prune tries again
                 d = d.parent
