@@ -732,7 +732,16 @@ class Checkpointer:
                 skipped.append((c.path, "pruned while read" if pruned else problem or
                                 "invalid on another rank"))  # fmt: skip
                 continue
-            state.load_state_dict(decoded)
+            try:
+                state.load_state_dict(decoded)
+            except Exception as e:
+                # The bytes are verified, so this is not corruption: the checkpoint holds a
+                # state this run's objects refuse (other code, a hand-edited manifest).
+                # Quarantining would condemn every older checkpoint of the same job too.
+                raise CheckpointMismatch(
+                    f"{where} does not fit this run's state ({type(e).__name__}: {e}); resume"
+                    " with the code that wrote it, or give this run its own store"
+                ) from e
             self._resumed_from = c.path
             with self._lock:
                 self._last = (c.path, manifest)

@@ -123,6 +123,18 @@ def discover(
                 reason = short(e, where)
                 out.append(CheckpointListing(status=Status.CORRUPT, reason=reason, **common))
             continue  # else pruned while we looked: gone, not corrupt
+        status, reason = Status.VALID, ""
+        if job_id is not None and manifest.job_id not in (None, job_id):
+            status, reason = Status.FOREIGN, f"written by job {manifest.job_id!r}"
+        out.append(
+            CheckpointListing(
+                status=status,
+                reason=reason,
+                created_at=manifest.created_at,
+                manifest=manifest,
+                **common,
+            )
+        )
     # A pruned checkpoint whose files are still used is shared data, not a partial write.
     used = {f for c in out if c.manifest is not None for f in c.manifest.files}
     out = [
