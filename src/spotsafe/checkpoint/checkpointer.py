@@ -22,6 +22,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,6 +245,9 @@ class Checkpointer:
         self._executor: cf.ThreadPoolExecutor | None = None
         self._buffers: list[torch.Tensor] = []
         self._claimed = False  # holds the store's lease (spotsafe.checkpoint.writer)
+        if not read_only:
+            with _OPEN_LOCK:
+                _OPEN.add(self)
 
     # ------------------------------------------------------------------ saving
 
@@ -900,12 +904,8 @@ class Checkpointer:
             log.warning("%s holds checkpoints of a newer spotsafe: not pruning", self.store.url)
             return []
         committed = [c for c in listing if c.status is Status.VALID and c.manifest is not None]
-        keep = {c.path for c in committed[: self.keep_last]}
-        if self._resumed_from is not None:
-            keep.add(self._resumed_from)
+        keep = {c.path for c in committed[: self.keep_last]} | _in_use_here(self.store.url)
         last = self._last
-        if last is not None:
-            keep.add(last[0])
         with self._lock:
             inflight = set(self._inflight)
         oldest_kept = min((c.step for c in committed if c.path in keep), default=None)
@@ -957,6 +957,24 @@ class Checkpointer:
     def _emit(self, kind: str, **fields: Any) -> None:
         if self.events is not None:
             self.events.record(kind, **fields)
+
+
+# The writable Checkpointers of this process. They share its claim on a store (see
+# spotsafe.checkpoint.writer), so retention by one keeps what the others build on.
+_OPEN: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
+
+
+def _in_use_here(url: str) -> set[str]:
+    """The checkpoints that this process's Checkpointers on ``url`` resumed from or last
+    committed: the next incremental save of each refers to the latter's files."""
+    with _OPEN_LOCK:
+        peers = [c for c in _OPEN if c.store.url == url]
+    out: set[str] = set()
+    for c in peers:
+        last = c._last
+        out.update(p for p in (c._resumed_from, last[0] if last else None) if p is not None)
+    return out
 
 
 def _already_done(info: SaveInfo) -> PendingSave:
