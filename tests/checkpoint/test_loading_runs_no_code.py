@@ -14,7 +14,12 @@ import xxhash
 import spotsafe
 from spotsafe.checkpoint.layout import span_of
 from spotsafe.checkpoint.manifest import Manifest, TensorEntry
-from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch, NoValidCheckpoint
+from spotsafe.errors import (
+    CheckpointCorrupt,
+    CheckpointMismatch,
+    CheckpointTooNew,
+    NoValidCheckpoint,
+)
 
 SRC = Path(spotsafe.__file__).parent
 
@@ -65,10 +70,11 @@ def test_planted_pickle_with_matching_manifest_runs_nothing(tmp_path, how: str) 
     assert not marker.exists()
 
 
-def test_unknown_tree_nodes_are_corrupt_not_executed(tmp_path) -> None:
+def test_unknown_tree_nodes_are_refused_not_executed(tmp_path) -> None:
+    # A node kind this version does not know reads as a newer format: refused, not run.
     marker = tmp_path / "pwned"
     plant(tmp_path, pickle.dumps(Exploit(marker)), {"$pickle": {"$tensor": 0}})
-    with pytest.raises(NoValidCheckpoint):
+    with pytest.raises(CheckpointTooNew, match="'pickle' value"):
         spotsafe.Checkpointer(str(tmp_path)).restore(spotsafe.TrainState())
     assert not marker.exists()
 
