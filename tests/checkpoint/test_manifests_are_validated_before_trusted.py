@@ -25,6 +25,7 @@ from spotsafe.checkpoint.manifest import SCHEMA, Manifest, _canonical, json_dept
 from spotsafe.cli import cli
 from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch
 from spotsafe.storage import open_store
+from spotsafe.supervisor import newest_valid_step
 from tests.support.tiny import perturb, tiny_state, weights
 
 
@@ -95,6 +96,7 @@ def test_json_nested_100000_levels_deep_is_corrupt(pristine, tmp_path) -> None:
     listing = discover(open_store(str(root))).checkpoints
     assert [c.status for c in listing] == [Status.CORRUPT, Status.VALID]
     assert "levels deep" in listing[0].reason
+    assert newest_valid_step(open_store(str(root))) == 10  # the supervisor's look, torch-free
     info = spotsafe.Checkpointer(str(root)).restore(tiny_state(seed=1))
     assert info is not None and info.step == 10
     assert (newest_manifest(root).parent / "QUARANTINE.json").exists()

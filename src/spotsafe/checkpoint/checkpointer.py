@@ -75,6 +75,12 @@ OWN_STORAGE_BYTES = 1024 * 1024  # loaded tensors below this are copied out of t
 # threads against torch's threads); at nice 19 by -10..+18%, noise, with the persist 2-3x
 # longer, which the interval policy absorbs (it never saves more often than a persist takes).
 BACKGROUND_NICE = 19
+# Upper bounds of the settings: far above any real use, low enough that a typo (an extra
+# zero, a value in the wrong unit) is an error rather than a runaway.
+MAX_KEEP_LAST = 10_000
+MAX_SHARD_BYTES = 1 << 40
+MAX_IO_THREADS = 256
+MAX_HOST_BUFFER_BYTES = 1 << 50
 # A restore that finds every checkpoint it tried pruned under it lists again, this often.
 RESTORE_RACE_RETRIES = 5
 
@@ -148,16 +154,17 @@ class Checkpointer:
     Args:
         store: a local path, an fsspec URL (``s3://bucket/run``) or a Store; None means
             ``$SPOTSAFE_STORE``.
-        keep_last: how many committed checkpoints to keep (at least 2, so that a
+        keep_last: how many committed checkpoints to keep (2 to 10,000; at least 2, so that a
             checkpoint that turns out corrupt always has a predecessor).
         job_id: the job the checkpoints belong to; default ``$SPOTSAFE_JOB_ID``. A
             checkpoint of another job is never loaded.
         allow_ephemeral: allow a store that vanishes with the machine (tmpfs, /tmp on a
             cloud VM, memory://); default ``$SPOTSAFE_ALLOW_EPHEMERAL``.
         incremental: do not rewrite tensors whose bytes did not change since the last save.
-        shard_bytes: target size of one data file.
-        io_threads: files written or read at once.
-        host_buffer_bytes: the most host memory ``save_async`` may hold for its snapshot;
+        shard_bytes: target size of one data file (64 B to 1 TiB).
+        io_threads: files written or read at once (1 to 256).
+        host_buffer_bytes: the most host memory ``save_async`` may hold for its snapshot
+            (at most 1 PiB);
             a larger state is saved synchronously instead (with a warning). None: no limit.
         events: record saves, restores and quarantines in the store's event log (True), in
             a given :class:`~spotsafe.events.EventLog`, or not at all (False).
@@ -198,15 +205,12 @@ class Checkpointer:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(keep_last, int) or keep_last < 2:
-            raise ConfigError(
-                f"keep_last={keep_last!r}: must be an int >= 2, so that a corrupt newest"
-                " checkpoint always has a valid predecessor"
-            )
-        if shard_bytes < layout.ALIGN:
-            raise ConfigError(f"shard_bytes={shard_bytes!r}: must be at least {layout.ALIGN}")
-        if io_threads < 1:
-            raise ConfigError(f"io_threads={io_threads!r}: must be at least 1")
+        why_two = "so that a corrupt newest checkpoint always has a valid predecessor"
+        _check_int("keep_last", keep_last, 2, MAX_KEEP_LAST, why_two)
+        _check_int("shard_bytes", shard_bytes, layout.ALIGN, MAX_SHARD_BYTES, "one data file")
+        _check_int("io_threads", io_threads, 1, MAX_IO_THREADS, "files written or read at once")
+        if host_buffer_bytes is not None:
+            _check_int("host_buffer_bytes", host_buffer_bytes, 0, MAX_HOST_BUFFER_BYTES, "or None")
         self.store = store_from_env(store)
         if staging is not None:
             self.store = StagedStore(self.store, staging)
@@ -223,8 +227,6 @@ class Checkpointer:
         self.incremental = incremental
         self.shard_bytes = shard_bytes
         self.io_threads = io_threads
-        if host_buffer_bytes is not None and host_buffer_bytes < 0:
-            raise ConfigError(f"host_buffer_bytes={host_buffer_bytes!r}: must be >= 0 or None")
         self.host_buffer_bytes = host_buffer_bytes
         if isinstance(events, EventLog):
             self.events: EventLog | None = events
@@ -975,6 +977,11 @@ def _in_use_here(url: str) -> set[str]:
         last = c._last
         out.update(p for p in (c._resumed_from, last[0] if last else None) if p is not None)
     return out
+
+
+def _check_int(name: str, value: object, low: int, high: int, why: str) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigError(f"{name}={value!r}: must be an int from {low} to {high} ({why})")
 
 
 def _already_done(info: SaveInfo) -> PendingSave:
