@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -33,11 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spotsafe.errors import LeaseHeld, ObjectMissing, StorageError, SupervisorError
+from spotsafe.errors import ConfigError, LeaseHeld, ObjectMissing, StorageError, SupervisorError
+from spotsafe.policy.pools import MAX_LEASE_TTL_S
 from spotsafe.storage import Store
 
 __all__ = [
     "LEASE_DIR",
+    "MAX_TTL_S",
     "Lease",
     "LeaseLost",
     "LeaseView",
@@ -51,6 +54,9 @@ log = logging.getLogger("spotsafe")
 
 LEASE_DIR = "job/lease"
 HEARTBEATS_PER_TTL = 4  # a holder misses three heartbeats before anyone may take over
+# The pools' bound on lease_ttl_s (a day). It also keeps the heartbeat thread's wait finite:
+# Event.wait(1e300 / 4) raises OverflowError, which killed the thread.
+MAX_TTL_S = MAX_LEASE_TTL_S
 _ENTRY_RE = re.compile(r"^(\d{6})/(holder|released|hb-(\d{6}))\.json$")
 
 
@@ -200,8 +206,12 @@ class Lease:
 
     Args:
         store: the job's store.
-        ttl_s: seconds the lease stays valid without a heartbeat (the pool's ``lease_ttl_s``).
+        ttl_s: seconds the lease stays valid without a heartbeat (the pool's ``lease_ttl_s``;
+            > 0 and at most `MAX_TTL_S`, a day).
         clock / wall_clock / sleep: injectable time.
+
+    Raises:
+        ConfigError: `ttl_s` is not a finite number in (0, MAX_TTL_S].
 
     Example:
         >>> from spotsafe.storage import open_store
@@ -220,8 +230,15 @@ class Lease:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
+        if (
+            isinstance(ttl_s, bool)
+            or not isinstance(ttl_s, (int, float))
+            or not math.isfinite(ttl_s)
+            or not 0 < ttl_s <= MAX_TTL_S
+        ):
+            raise ConfigError(f"lease_ttl_s = {ttl_s!r}: must be a number > 0 and <= {MAX_TTL_S:g}")
         self.store = store
-        self.ttl_s = ttl_s
+        self.ttl_s = float(ttl_s)
         self.clock = clock
         self.wall_clock = wall_clock
         self.sleep = sleep

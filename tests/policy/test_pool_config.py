@@ -65,7 +65,7 @@ def test_every_field_has_a_one_line_docstring() -> None:
         ("max_failures", -1, ">= 0"),
         ("max_failures", True, "integer"),
         ("max_failures", 2.0, "integer"),
-        ("jitter", 1.5, r"\[0, 1\]"),
+        ("jitter", 1.5, ">= 0 and <= 1"),
         ("backoff_multiplier", 0.5, ">= 1"),
         ("grace_s", 0, "> 0"),
         ("max_lost_work_s", math.nan, "finite"),
@@ -79,6 +79,52 @@ def test_bad_values_name_field_value_and_rule(field: str, value: object, why: st
     with pytest.raises(ConfigError, match=why) as info:
         Pool(**{field: value})
     assert str(info.value).startswith(f"{field} = {value!r}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "bound"),
+    [
+        ("lease_ttl_s", 1e300, "86400"),  # overflowed the heartbeat thread's wait
+        ("backoff_initial_s", 1e300, "86400"),
+        ("backoff_max_s", 1e300, "86400"),  # waited forever before the next attempt
+        ("backoff_multiplier", 1e6, "100"),
+        ("grace_s", 1e300, "3600"),
+        ("max_lost_work_s", 1e12, "604800"),
+        ("mtbi_prior_s", 1e300, "3.1536e+07"),
+        ("max_preemptions", 10**300, "1e+06"),
+        ("max_failures", 10**6 + 1, "1e+06"),
+        ("max_no_progress", 10**9, "1e+06"),
+        ("on_demand_after", 10**9, "1e+06"),
+        ("keep_last", 10**5, "1000"),
+        ("spot_price_per_hour", 1e300, "1e+06"),
+        ("on_demand_price_per_hour", 1e9, "1e+06"),
+    ],
+)
+def test_huge_finite_values_are_refused_naming_the_bound(
+    field: str, value: object, bound: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Pool(**{field: value})
+    message = str(info.value)
+    assert message.startswith(f"{field} = {value!r}: must be")
+    assert f"<= {bound}" in message
+
+
+def test_values_at_the_bounds_are_accepted() -> None:
+    pool = Pool(lease_ttl_s=86400, grace_s=3600, backoff_initial_s=86400, backoff_max_s=86400,
+                backoff_multiplier=100, max_preemptions=10**6, keep_last=1000,
+                max_lost_work_s=7 * 86400, mtbi_prior_s=365 * 86400)  # fmt: skip
+    assert pool.lease_ttl_s == 86400.0 and pool.max_preemptions == 10**6
+
+
+def test_the_file_names_the_pool_field_value_and_bound(tmp_path: Path) -> None:
+    config = tmp_path / "spotsafe.toml"
+    config.write_text("[pools.fast]\nlease_ttl_s = 1e300\n")
+    with pytest.raises(ConfigError) as info:
+        load_pools(config)
+    message = str(info.value)
+    assert str(config) in message and "[pools.fast]" in message
+    assert "lease_ttl_s = 1e+300" in message and "<= 86400" in message
 
 
 def test_backoff_cap_below_initial_is_an_error() -> None:

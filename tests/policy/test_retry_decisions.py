@@ -114,7 +114,9 @@ def test_progress_from_recorded_steps() -> None:
     assert rec(10, 20).progressed is True
     assert rec(10, 10).progressed is False
     assert rec(10, None).progressed is False
-    assert rec(None, None).progressed is None  # never saw a checkpoint: unknown
+    # No checkpoint before, none after: no progress (not "unknown", which let a job killed
+    # before its first save spend the whole preemption budget).
+    assert rec(None, None).progressed is False
 
 
 def test_attempt_record_rejects_impossible_values() -> None:
@@ -171,6 +173,31 @@ def test_no_progress_budget_counts_attempts_in_a_row() -> None:
     # One attempt that advances the step refills the budget.
     unstuck = run([(N, 100, 100)] * 2 + [(P, 100, 200), (N, 200, 200)])
     assert unstuck.spent(Budget.NO_PROGRESS) == 1
+
+
+@pytest.mark.parametrize(("returncode", "cls"), [(75, P), (-9, U), (137, U)])
+def test_interruptions_before_the_first_checkpoint_are_no_progress(
+    returncode: int, cls: ExitClass
+) -> None:
+    # No checkpoint before the attempt and none after it: the attempt did not progress. It
+    # used to count as "unknown" and spend the preemption budget: 101 attempts of `exit 75`.
+    record = AttemptRecord(attempt=1, exit_class=cls, started_s=0.0, ended_s=1.0,
+                           start_step=None, end_step=None, returncode=returncode)  # fmt: skip
+    got = classify_exit(returncode, progressed=record.progressed)
+    assert got is ExitClass.NO_PROGRESS
+    # A crash stays a crash: its own budget bounds it.
+    assert classify_exit(1, progressed=record.progressed) is ExitClass.CRASH
+
+
+def test_no_progress_counts_from_the_first_attempt() -> None:
+    never_saved = run([(N, None, None)] * 2)
+    assert never_saved.spent(Budget.NO_PROGRESS) == 2
+    gave_up = policy(max_no_progress=1, max_preemptions=100).decide(never_saved, rng=FixedRng(0))
+    assert isinstance(gave_up, GiveUp) and gave_up.exit_class is ExitClass.NO_PROGRESS
+    assert "stuck before the first checkpoint" in gave_up.reason
+    # The first checkpoint is progress: it refills the budget.
+    saved_once = run([(N, None, None), (P, None, 10), (N, 10, 10)])
+    assert saved_once.spent(Budget.NO_PROGRESS) == 1
 
 
 def test_crashes_without_progress_do_not_reset_the_no_progress_streak() -> None:
@@ -234,8 +261,32 @@ def test_jittered_delays_stay_within_bounds() -> None:
 
 
 def test_backoff_does_not_overflow_on_long_streaks() -> None:
-    backoff = Backoff(initial_s=1.0, max_s=1e300, multiplier=1e100, jitter=0.0)
-    assert backoff.base_s(10_000) == 1e300
+    backoff = Backoff(initial_s=1e-300, max_s=86400.0, multiplier=100.0, jitter=0.0)
+    assert backoff.base_s(10_000) == 86400.0
+    assert backoff.base_s(10**9) == 86400.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "bound"),
+    [
+        ({"max_s": 1e300}, "max_s", "86400"),  # a backoff of 1e300 s waited for ever
+        ({"initial_s": 1e300, "max_s": 1e300}, "initial_s", "86400"),
+        ({"multiplier": 1e100}, "multiplier", "100"),
+    ],
+)
+def test_backoff_refuses_huge_values_naming_the_bound(
+    kwargs: dict[str, float], field: str, bound: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"^{field} = .*<= {bound}"):
+        Backoff(**kwargs)
+
+
+@pytest.mark.parametrize("field", ["max_preemptions", "max_failures", "max_no_progress",
+                                   "on_demand_after"])  # fmt: skip
+def test_retry_budgets_have_an_upper_bound(field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{field} = 1000001: .*<= 1e\+06"):
+        RetryPolicy(**{field: 10**6 + 1})
+    assert getattr(RetryPolicy(**{field: 10**6}), field) == 10**6
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def commit_checkpoint(store_url: str, step: int) -> None:
         step=step, epoch=0, created_at=time.time(), writer=secrets.token_hex(8),
         job_id=os.environ.get("SPOTSAFE_JOB_ID"), attempt=attempt, generation=attempt,
         world_size=1, versions={}, config_fingerprint=None, files={}, tensors=[],
-        tree={"step": step},
+        tree={"$dict": [["step", step]]},  # the encoding of {"step": step} (checkpoint.tree)
     )  # fmt: skip
     store.write_bytes(f"{checkpoint_dir(step, secrets.token_hex(4))}/MANIFEST.json",
                       manifest.to_bytes())  # fmt: skip

@@ -90,3 +90,31 @@ def test_budgets_come_from_the_record_not_from_the_supervisor(tmp_path: Path) ->
     logs = sorted(p for p in store.list("logs"))
     assert logs == [f"logs/attempt-00000{n}.log" for n in (1, 2, 3)]
     assert store.read_bytes("logs/attempt-000003.log") == b"attempt 3: exit:3\n"
+
+
+@pytest.mark.parametrize("script", ["exit 75", "kill -9 $$"], ids=["exit-75", "sigkill"])
+def test_a_job_interrupted_before_its_first_save_spends_the_no_progress_budget(
+    tmp_path: Path, script: str
+) -> None:
+    # OOM-killed (or preempted) before the first checkpoint, every time: no checkpoint before,
+    # none after, is no progress. It used to spend the preemption budget: 101 attempts.
+    pool = fast(tmp_path, max_no_progress=1, max_preemptions=100)
+    slept: list[float] = []
+    sup = Supervisor(store=open_store(str(tmp_path / "s")), command=["sh", "-c", script],
+                     pool=pool, watchers=[], sleep=slept.append, rng=random.Random(0),
+                     echo=False)  # fmt: skip
+    outcome = sup.run()
+    assert outcome.exit_code == EXIT_GAVE_UP
+    assert "2 attempts without progress in a row, stuck before the first checkpoint" in (
+        outcome.reason
+    )
+    assert classes(tmp_path / "s") == [ExitClass.NO_PROGRESS] * 2
+
+
+def test_a_first_save_ends_the_no_progress_streak(tmp_path: Path) -> None:
+    pool = fast(tmp_path, max_no_progress=1, max_preemptions=100)
+    outcome, _ = supervise(tmp_path / "s", pool, "exit:75", "ckpt:5,exit:75", "exit:75",
+                           "ckpt:9,exit:0")  # fmt: skip
+    assert outcome.exit_code == 0, outcome.reason
+    assert classes(tmp_path / "s") == [ExitClass.NO_PROGRESS, ExitClass.PREEMPTED,
+                                       ExitClass.NO_PROGRESS, ExitClass.SUCCESS]  # fmt: skip

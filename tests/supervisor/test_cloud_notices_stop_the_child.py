@@ -26,11 +26,12 @@ def test_a_spot_notice_is_forwarded_as_sigterm(
     with AwsImds() as imds:
         env = {"SPOTSAFE_CLOUD": "aws", "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url}
         watchers = watchers_from_env(env)
-        sup = Supervisor(store=store, command=[*CHILD, "term75,hang"], pool=Pool(grace_s=30.0),
-                         watchers=watchers, echo=False)  # fmt: skip
+        sup = Supervisor(store=store, command=[*CHILD, "term75,ckpt:3,hang"],
+                         pool=Pool(grace_s=30.0), watchers=watchers, echo=False)  # fmt: skip
 
         def notice_once_running() -> None:
-            while not (tmp_path / "s" / "job" / "attempts" / "000001-child.json").exists():
+            # Once the child saved: an interruption before the first save is no progress.
+            while not list((tmp_path / "s").glob("checkpoints/*/MANIFEST.json")):
                 time.sleep(0.02)
             imds.instance_action = {"action": "terminate", "time": "2099-01-01T00:00:00Z"}
 

@@ -4,6 +4,7 @@ once it is dead; the dead one's child dies with it; the record continues where i
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from spotsafe.errors import LeaseHeld
+from spotsafe.errors import ConfigError, LeaseHeld
+from spotsafe.lease import LeaseKeeper, LeaseView
 from spotsafe.policy import ExitClass
 from spotsafe.storage import open_store
 from spotsafe.supervisor import JobRecord, Lease, LeaseLost, judge
-from spotsafe.lease import LeaseView
 from tests.supervisor.conftest import CHILD, write_pool
 
 
@@ -114,7 +115,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(
     tmp_path: Path, spawn_supervisor: Callable[..., object]
 ) -> None:
     store, config = tmp_path / "s", write_pool(tmp_path / "c.toml", grace_s=0.3)
-    sup = spawn_supervisor(store, config, *CHILD, "ignoreterm,hang")
+    sup = spawn_supervisor(store, config, *CHILD, "ckpt:3,ignoreterm,hang")
     assert sup.stdout is not None
     wait_for(lambda: "hanging" in sup.stdout.readline())
     t0 = time.monotonic()
@@ -179,3 +180,21 @@ def test_judge_decides_from_two_looks() -> None:
     assert judge(a, a, waited_s=0.0, wall_s=161.0, ttl_s=60.0).action == "free"
     assert judge(a, a, waited_s=0.0, holder_alive=True, **kw).action == "alive"
     assert judge(a, a, waited_s=0.0, holder_alive=False, **kw).action == "free"
+
+
+@pytest.mark.parametrize("ttl_s", [1e300, math.inf, math.nan, 0.0, -1.0, 86400.5])
+def test_a_lease_ttl_past_its_bounds_is_refused(tmp_path: Path, ttl_s: float) -> None:
+    # lease_ttl_s = 1e300 was accepted, and the heartbeat thread died of OverflowError in
+    # Event.wait(ttl / 4): the lease then went stale under a live supervisor.
+    with pytest.raises(ConfigError, match=r"^lease_ttl_s = .*: must be a number > 0 and <= 86400"):
+        Lease(open_store(str(tmp_path / "s")), ttl_s=ttl_s)
+
+
+def test_a_lease_at_its_bound_keeps_heartbeating(tmp_path: Path) -> None:
+    lease = Lease(open_store(str(tmp_path / "s")), ttl_s=86400.0)
+    lease.acquire()
+    keeper = LeaseKeeper(lease).start()
+    time.sleep(0.05)
+    assert keeper._thread.is_alive() and not keeper.lost.is_set()
+    keeper.stop()
+    lease.release()

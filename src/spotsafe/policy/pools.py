@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from spotsafe.errors import ConfigError
+from spotsafe.policy.retry import MAX_BUDGET, MAX_DELAY_S, MAX_MULTIPLIER
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,41 +86,41 @@ class Pool:
         >>> Pool(keep_last=1)
         Traceback (most recent call last):
         ...
-        spotsafe.errors.ConfigError: keep_last = 1: must be an integer >= 2 ...
+        spotsafe.errors.ConfigError: keep_last = 1: must be an integer >= 2 and <= 1000 ...
     """
 
     max_preemptions: int = 100
-    """Restarts allowed after preemptions and unclean kills, over the whole job."""
+    """Restarts allowed after preemptions and unclean kills, over the whole job (0 to 10^6)."""
     max_failures: int = 3
-    """Restarts allowed after crashes: the command runs at most max_failures + 1 times."""
+    """Restarts allowed after crashes: the command runs at most max_failures + 1 times (<= 10^6)."""
     max_no_progress: int = 3
-    """Restarts allowed in a row after interruptions that did not advance the newest step."""
+    """Restarts allowed in a row after attempts that did not advance the newest step (<= 10^6)."""
     backoff_initial_s: float = 10.0
-    """Delay before the first restart of a streak, in seconds (before jitter)."""
+    """Delay before the first restart of a streak, in seconds, before jitter (0 to 86400)."""
     backoff_max_s: float = 600.0
-    """Upper bound of any restart delay, in seconds."""
+    """Upper bound of any restart delay, in seconds (backoff_initial_s to 86400: a day)."""
     backoff_multiplier: float = 2.0
-    """Growth of the delay per further restart in the same streak (>= 1)."""
+    """Growth of the delay per further restart in the same streak (1 to 100)."""
     jitter: float = 0.5
     """Fraction of the delay drawn at random and taken off, in [0, 1]; 1 is full jitter."""
     max_lost_work_s: float = 1800.0
-    """Most wall-clock seconds of training an unclean interruption may throw away."""
+    """Most wall-clock seconds of training an unclean interruption may lose (> 0, <= 7 days)."""
     keep_last: int = 3
-    """Committed checkpoints retention keeps (>= 2, so a corrupt newest one has a fallback)."""
+    """Committed checkpoints retention keeps (2 to 1000; 2 leaves a fallback if one is corrupt)."""
     grace_s: float = 25.0
-    """Seconds between a forwarded SIGTERM and SIGKILL of the child."""
+    """Seconds between a forwarded SIGTERM and SIGKILL of the child (> 0, at most 3600)."""
     lease_ttl_s: float = 60.0
-    """Seconds a supervisor's lease stays valid without a heartbeat."""
+    """Seconds a supervisor's lease stays valid without a heartbeat (> 0, at most 86400)."""
     on_demand_after: int | None = None
-    """Interruptions after which restarts ask for on-demand capacity; None: never."""
+    """Interruptions after which restarts ask for on-demand capacity (0 to 10^6); None: never."""
     on_demand_command: str | None = None
     """Shell command run once when falling back to on-demand; None: only the env flag."""
     spot_price_per_hour: float | None = None
-    """Price of one spot instance per hour (any currency), for the cost report; None: unknown."""
+    """Price of one spot instance per hour (any currency, 0 to 10^6); None: unknown."""
     on_demand_price_per_hour: float | None = None
-    """Price of one on-demand instance per hour (same currency); None: unknown."""
+    """Price of one on-demand instance per hour (same currency, 0 to 10^6); None: unknown."""
     mtbi_prior_s: float = DEFAULT_MTBI_PRIOR_S
-    """Prior mean time between interruptions, in seconds, before this job has observed any."""
+    """Prior mean time between interruptions in seconds, before any is observed (<= 1 year)."""
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -137,33 +138,54 @@ class Pool:
 
 POOL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Pool))
 
-# (kind, minimum, why). Kinds: "int" (a TOML integer), "float" (integer or float, finite),
-# "opt_*" the same or None. Minimums are inclusive unless the kind ends in ">" (exclusive).
-_RULES: dict[str, tuple[str, float, str]] = {
-    "max_preemptions": ("int", 0, "restarts after preemptions"),
-    "max_failures": ("int", 0, "restarts after crashes"),
-    "max_no_progress": ("int", 0, "restarts in a row without progress"),
-    "backoff_initial_s": ("float", 0, "a delay in seconds"),
-    "backoff_max_s": ("float", 0, "a delay in seconds"),
-    "backoff_multiplier": ("float", 1, "a delay must not shrink along a streak"),
-    "jitter": ("float", 0, "a fraction of the delay, at most 1"),
-    "max_lost_work_s": ("float>", 0, "seconds of work; 0 would mean saving continuously"),
-    "keep_last": ("int", 2, "retention keeps a fallback behind the newest checkpoint"),
-    "grace_s": ("float>", 0, "the child needs time to flush its checkpoint"),
-    "lease_ttl_s": ("float>", 0, "a lease that expires at once fences nobody"),
-    "on_demand_after": ("opt_int", 0, "interruptions before the on-demand fallback"),
-    "on_demand_command": ("opt_str", 0, "a shell command"),
-    "spot_price_per_hour": ("opt_float", 0, "a price"),
-    "on_demand_price_per_hour": ("opt_float", 0, "a price"),
-    "mtbi_prior_s": ("float>", 0, "a mean time in seconds"),
-}
+# Upper bounds. Nothing sensible lies beyond them, and a huge finite value is not harmless:
+# a lease TTL of 1e300 s overflows the heartbeat thread's wait, a backoff of 1e300 s waits
+# forever, a budget of 10^300 hides a stuck job for ever.
+# Budgets (10^6 restarts), backoff delays (a day) and the multiplier (100) are the retry
+# policy's bounds (spotsafe.policy.retry); spotsafe.lease checks MAX_LEASE_TTL_S too.
+MAX_LOST_WORK_S = 7 * 86400.0  # a week of training
+MAX_KEEP_LAST = 1000
+MAX_GRACE_S = 3600.0  # an hour: clouds give 30 s to 2 min, Slurm's --signal is minutes
+MAX_LEASE_TTL_S = 86400.0  # a day without a heartbeat is a dead supervisor
+MAX_PRICE_PER_HOUR = 1e6
+MAX_MTBI_PRIOR_S = 365 * 86400.0  # a year
 
-_MAX_JITTER = 1.0
+# (kind, minimum, maximum, why). Kinds: "int" (a TOML integer), "float" (integer or float,
+# finite), "opt_*" the same or None. Minimums are inclusive unless the kind ends in ">"
+# (exclusive); maximums are inclusive.
+_RULES: dict[str, tuple[str, float, float, str]] = {
+    "max_preemptions": ("int", 0, MAX_BUDGET, "restarts after preemptions"),
+    "max_failures": ("int", 0, MAX_BUDGET, "restarts after crashes"),
+    "max_no_progress": ("int", 0, MAX_BUDGET, "restarts in a row without progress"),
+    "backoff_initial_s": ("float", 0, MAX_DELAY_S, "a delay in seconds"),
+    "backoff_max_s": ("float", 0, MAX_DELAY_S, "a delay in seconds"),
+    "backoff_multiplier": (
+        "float",
+        1,
+        MAX_MULTIPLIER,
+        "a delay must not shrink along a streak",
+    ),
+    "jitter": ("float", 0, 1, "a fraction of the delay"),
+    "max_lost_work_s": (
+        "float>",
+        0,
+        MAX_LOST_WORK_S,
+        "seconds of work; 0 would mean saving continuously",
+    ),
+    "keep_last": ("int", 2, MAX_KEEP_LAST, "retention keeps a fallback behind the newest"),
+    "grace_s": ("float>", 0, MAX_GRACE_S, "the child needs time to flush its checkpoint"),
+    "lease_ttl_s": ("float>", 0, MAX_LEASE_TTL_S, "a lease that expires at once fences nobody"),
+    "on_demand_after": ("opt_int", 0, MAX_BUDGET, "interruptions before the on-demand fallback"),
+    "on_demand_command": ("opt_str", 0, 0, "a shell command"),
+    "spot_price_per_hour": ("opt_float", 0, MAX_PRICE_PER_HOUR, "a price"),
+    "on_demand_price_per_hour": ("opt_float", 0, MAX_PRICE_PER_HOUR, "a price"),
+    "mtbi_prior_s": ("float>", 0, MAX_MTBI_PRIOR_S, "a mean time in seconds"),
+}
 
 
 def _check_field(name: str, value: object) -> object:
     """Return `value` checked (and an int made float for float fields), or raise ConfigError."""
-    kind, minimum, why = _RULES[name]
+    kind, minimum, maximum, why = _RULES[name]
     optional = kind.startswith("opt_")
     if optional:
         if value is None:
@@ -171,7 +193,6 @@ def _check_field(name: str, value: object) -> object:
         kind = kind[4:]
     exclusive = kind.endswith(">")
     kind = kind.rstrip(">")
-    bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
     none_hint = " or absent (None)" if optional else ""
 
     def bad(rule: str) -> ConfigError:
@@ -181,23 +202,25 @@ def _check_field(name: str, value: object) -> object:
         if not isinstance(value, str) or not value.strip():
             raise bad("a non-empty string")
         return value
+    noun = "an integer" if kind == "int" else "a finite number"
+    rule = f"{noun} {'>' if exclusive else '>='} {minimum:g} and <= {maximum:g}"
     # bool is an int subclass; `max_failures = true` is a mistake, not 1.
     if isinstance(value, bool):
-        raise bad(f"an integer {bound}" if kind == "int" else f"a number {bound}")
+        raise bad(rule)
     if kind == "int":
-        if not isinstance(value, int) or value < minimum:
-            raise bad(f"an integer {bound}")
+        if not isinstance(value, int) or not minimum <= value <= maximum:
+            raise bad(rule)
         return value
     if not isinstance(value, (int, float)):
-        raise bad(f"a number {bound}")
+        raise bad(rule)
     try:
         number = float(value)
     except OverflowError:
-        raise bad(f"a finite number {bound}") from None
-    if not math.isfinite(number) or number < minimum or (exclusive and number == minimum):
-        raise bad(f"a finite number {bound}")
-    if name == "jitter" and number > _MAX_JITTER:
-        raise bad("a number in [0, 1]")
+        raise bad(rule) from None
+    if not math.isfinite(number) or not minimum <= number <= maximum:
+        raise bad(rule)
+    if exclusive and number == minimum:
+        raise bad(rule)
     return number if isinstance(value, int) else value
 
 

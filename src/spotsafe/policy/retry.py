@@ -15,8 +15,11 @@ Rules, each chosen so that one kind of trouble cannot spend another's budget:
 * **No progress.** A PREEMPTED or UNCLEAN attempt that did not advance the newest valid step is
   NO_PROGRESS: an interruption loop (OOM-killed at the same step, a save slower than the
   grace, capacity reclaimed before the first save) that the large preemption budget would
-  otherwise let run for hundreds of attempts. A crash stays CRASH with or without progress, so
-  a command that keeps crashing runs at most ``max_failures + 1`` times.
+  otherwise let run for hundreds of attempts. "No checkpoint before, none after" is no
+  progress too: the count starts at the job's first attempt, so a job OOM-killed before its
+  first save stops after ``max_no_progress`` restarts, not after ``max_preemptions``. A crash
+  stays CRASH with or without progress, so a command that keeps crashing runs at most
+  ``max_failures + 1`` times.
 * **Budgets.** PREEMPTED and UNCLEAN spend the preemption budget (an unclean kill is what a
   spot VM's reclaim looks like without a notice); CRASH spends the failure budget; both count
   over the whole job. NO_PROGRESS spends the no-progress budget, which counts attempts *in a
@@ -72,6 +75,12 @@ PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL (sysexits.h): "stopped on request, state
 _SIGHUP, _SIGINT, _SIGKILL, _SIGTERM = 1, 2, 9, 15
 _EXTERNAL_SIGNALS = frozenset({_SIGHUP, _SIGINT, _SIGKILL, _SIGTERM})
 _SHELL_SIGNAL_BASE = 128  # a shell (and a container runtime) reports death by signal n as 128+n
+
+# Upper bounds of the knobs (the pools use the same): past them a value is a mistake, and a
+# huge finite one is not harmless (a 1e300 s backoff waits for ever).
+MAX_BUDGET = 10**6  # restarts
+MAX_DELAY_S = 86400.0  # a day
+MAX_MULTIPLIER = 100.0
 
 
 class ExitClass(enum.Enum):
@@ -177,10 +186,17 @@ class AttemptRecord:
             raise ConfigError(f"ended_s = {self.ended_s!r}: before started_s = {self.started_s!r}")
 
     @property
-    def progressed(self) -> bool | None:
-        """Whether the newest valid step advanced; None when no checkpoint was ever seen."""
+    def progressed(self) -> bool:
+        """Whether the newest valid step advanced: a first checkpoint counts, ending with
+        none (whether or not one existed before) does not.
+
+        Example:
+            >>> AttemptRecord(attempt=1, exit_class=ExitClass.UNCLEAN, started_s=0.0,
+            ...               ended_s=5.0, start_step=None, end_step=None).progressed
+            False
+        """
         if self.end_step is None:
-            return None if self.start_step is None else False
+            return False
         return self.start_step is None or self.end_step > self.start_step
 
     @property
@@ -255,19 +271,27 @@ class Backoff:
     """
 
     initial_s: float = 10.0
-    """Delay of the first restart in a streak, before jitter (s, >= 0)."""
+    """Delay of the first restart in a streak, before jitter (s, 0 to 86400)."""
     max_s: float = 600.0
-    """Upper bound of a delay (s, >= initial_s)."""
+    """Upper bound of a delay (s, initial_s to 86400: a day)."""
     multiplier: float = 2.0
-    """Growth per further restart in the streak (>= 1)."""
+    """Growth per further restart in the streak (1 to 100)."""
     jitter: float = 0.5
     """Fraction of the delay drawn at random and taken off, in [0, 1]."""
 
     def __post_init__(self) -> None:
-        for name in ("initial_s", "max_s", "multiplier", "jitter"):
+        for name, bound in (("initial_s", MAX_DELAY_S), ("max_s", MAX_DELAY_S),
+                            ("multiplier", MAX_MULTIPLIER), ("jitter", 1.0)):  # fmt: skip
             value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} = {value!r}: must be a finite number >= 0")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not 0 <= value <= bound
+            ):
+                raise ConfigError(
+                    f"{name} = {value!r}: must be a finite number >= 0 and <= {bound:g}"
+                )
         if self.max_s < self.initial_s:
             raise ConfigError(f"max_s = {self.max_s!r}: must be >= initial_s ({self.initial_s!r})")
         if self.multiplier < 1:
@@ -366,11 +390,11 @@ class RetryPolicy:
     """
 
     max_preemptions: int = 100
-    """Restarts allowed after PREEMPTED and UNCLEAN attempts, over the whole job."""
+    """Restarts allowed after PREEMPTED and UNCLEAN attempts, over the whole job (<= 10^6)."""
     max_failures: int = 3
-    """Restarts allowed after CRASH attempts, over the whole job."""
+    """Restarts allowed after CRASH attempts, over the whole job (<= 10^6)."""
     max_no_progress: int = 3
-    """Restarts allowed after NO_PROGRESS attempts in a row."""
+    """Restarts allowed after NO_PROGRESS attempts in a row (<= 10^6)."""
     preemption_backoff: Backoff = Backoff()
     """Delays after preemptions and unclean kills."""
     failure_backoff: Backoff = Backoff()
@@ -378,15 +402,21 @@ class RetryPolicy:
     no_progress_backoff: Backoff = Backoff()
     """Delays after attempts without progress."""
     on_demand_after: int | None = None
-    """Interruptions after which restarts carry ``on_demand=True``; None: never."""
+    """Interruptions after which restarts carry ``on_demand=True`` (<= 10^6); None: never."""
 
     def __post_init__(self) -> None:
-        for name in ("max_preemptions", "max_failures", "max_no_progress"):
+        for name in ("max_preemptions", "max_failures", "max_no_progress", "on_demand_after"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} = {value!r}: must be an integer >= 0")
-        if self.on_demand_after is not None and self.on_demand_after < 0:
-            raise ConfigError(f"on_demand_after = {self.on_demand_after!r}: must be >= 0")
+            if value is None and name == "on_demand_after":
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= MAX_BUDGET
+            ):
+                raise ConfigError(
+                    f"{name} = {value!r}: must be an integer >= 0 and <= {MAX_BUDGET:g}"
+                )
 
     @classmethod
     def from_pool(cls, pool: Pool) -> RetryPolicy:
@@ -456,7 +486,12 @@ class RetryPolicy:
             singular, plural = _BUDGET_NOUNS[budget]
             count = f"{spent} {singular if spent == 1 else plural}"
             if budget is Budget.NO_PROGRESS:
-                count += f" in a row, stuck at step {last.end_step}"
+                stuck = (
+                    "before the first checkpoint"
+                    if last.end_step is None
+                    else (f"at step {last.end_step}")
+                )
+                count += f" in a row, stuck {stuck}"
             return GiveUp(
                 reason=f"{_describe(last)}: {count}, budget of {limit} "
                 f"{_BUDGET_WORDS[budget]} spent",
