@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import math
+import random
+import threading
+import uuid
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spotsafe.errors import ConfigError
+from spotsafe.lease import Lease
 from spotsafe.policy.pools import POOL_FIELDS, PRESETS, Pool, load_pools, parse_pools
+from spotsafe.policy.retry import Budget, RetryPolicy
+from spotsafe.storage import open_store
+
+# Every number a valid pool may hold stays under these (the documented bounds).
+BOUNDS = {
+    "max_preemptions": 10**6, "max_failures": 10**6, "max_no_progress": 10**6,
+    "on_demand_after": 10**6, "backoff_initial_s": 86400, "backoff_max_s": 86400,
+    "backoff_multiplier": 100, "jitter": 1, "max_lost_work_s": 7 * 86400, "keep_last": 1000,
+    "grace_s": 3600, "lease_ttl_s": 86400, "spot_price_per_hour": 10**6,
+    "on_demand_price_per_hour": 10**6, "mtbi_prior_s": 365 * 86400,
+}  # fmt: skip
+
+
+def assert_usable(pool: Pool) -> None:
+    """A pool that validated can be carried out: bounded, finite, no overflow anywhere."""
+    for name, bound in BOUNDS.items():
+        value = getattr(pool, name)
+        assert value is None or (math.isfinite(value) and value <= bound), (name, value)
+    policy = RetryPolicy.from_pool(pool)
+    for budget in Budget:
+        delay = policy.backoff(budget).delay_s(10**9, rng=random.Random(0))
+        assert 0.0 <= delay <= 86400.0
+    # The lease heartbeat waits ttl / 4 in Event.wait, which overflowed for 1e300.
+    Lease(open_store(f"memory://fuzz-{uuid.uuid4().hex}"), ttl_s=pool.lease_ttl_s)
+    assert pool.lease_ttl_s / 4 < threading.TIMEOUT_MAX
+
 
 # The values TOML can produce.
 scalars = st.one_of(
@@ -32,7 +63,13 @@ known_keys = st.sampled_from([*POOL_FIELDS, "extends"])
 keys = st.one_of(known_keys, known_keys, known_keys, st.text(max_size=16))
 # Mostly plausible numbers, so that valid pools are common and the checks past parsing run.
 plausible = st.integers(min_value=-2, max_value=5000) | st.floats(min_value=-1.0, max_value=5000.0)
-setting = st.one_of(plausible, plausible, values, st.sampled_from([*PRESETS, "nope"]))
+# Huge but finite, around every bound: they were accepted and broke the supervisor later.
+huge = st.one_of(
+    st.sampled_from([1e300, 1.7e308, 10**300, 10**6, 10**6 + 1, 86400, 86400.5, 3600.5, 1e7]),
+    st.floats(min_value=1e3, max_value=1e308),
+    st.integers(min_value=10**3, max_value=10**400),
+)
+setting = st.one_of(plausible, plausible, huge, values, st.sampled_from([*PRESETS, "nope"]))
 tables = st.dictionaries(keys, setting, max_size=4)
 known_names = st.sampled_from([*PRESETS, "team", "nightly"])
 names = st.one_of(known_names, known_names, st.text(max_size=10))
@@ -56,6 +93,8 @@ def test_parse_pools_gives_pools_or_config_error(document: dict[str, object]) ->
         return
     assert set(PRESETS) <= set(pools)
     assert all(isinstance(pool, Pool) for pool in pools.values())
+    for pool in pools.values():
+        assert_usable(pool)
 
 
 @settings(max_examples=200, deadline=None)
@@ -67,6 +106,23 @@ def test_pool_gives_a_pool_or_config_error(kwargs: dict[str, object]) -> None:
         return
     assert pool.keep_last >= 2 and 0.0 <= pool.jitter <= 1.0
     assert pool.backoff_max_s >= pool.backoff_initial_s
+    assert_usable(pool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([f for f in POOL_FIELDS if f != "on_demand_command"]), huge)
+def test_a_value_past_its_bound_names_field_value_and_bound(field: str, value: object) -> None:
+    kwargs = {field: value}
+    if field == "backoff_initial_s":
+        kwargs["backoff_max_s"] = 86400  # the cap, so that only the bound can refuse it
+    try:
+        pool = Pool(**kwargs)
+    except ConfigError as e:
+        message = str(e)
+        assert message.startswith(f"{field} = {value!r}: must be")
+        assert f"<= {BOUNDS[field]:g}" in message
+        return
+    assert_usable(pool)
 
 
 @settings(
