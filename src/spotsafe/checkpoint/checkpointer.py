@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from spotsafe.checkpoint import distributed, layout, quarantine, tree, writer
+from spotsafe.checkpoint import claim, distributed, layout, quarantine, tree
 from spotsafe.checkpoint.discovery import (
     CheckpointListing,
     Discovery,
@@ -246,7 +246,7 @@ class Checkpointer:
         self._pending: PendingSave | None = None
         self._executor: cf.ThreadPoolExecutor | None = None
         self._buffers: list[torch.Tensor] = []
-        self._claimed = False  # holds the store's lease (spotsafe.checkpoint.writer)
+        self._claimed = False  # holds the store's lease (spotsafe.checkpoint.claim)
         if not read_only:
             with _OPEN_LOCK:
                 _OPEN.add(self)
@@ -371,7 +371,7 @@ class Checkpointer:
 
     def _claim_store(self) -> None:
         """Outside the supervisor, hold the store's lease before the first write: a second
-        writer is refused (see spotsafe.checkpoint.writer). Under ``spotsafe run`` the
+        writer is refused (see spotsafe.checkpoint.claim). Under ``spotsafe run`` the
         supervisor holds it and the attempt fence guards each commit."""
         self._check_writable()
         if self._claimed or self.generation is not None:
@@ -379,7 +379,7 @@ class Checkpointer:
         error = None
         if distributed.rank_and_world()[0] == 0:  # one writer per job: rank 0 speaks for all
             try:
-                writer.claim(self.store)
+                claim.claim(self.store)
             except LeaseHeld as e:
                 error = str(e)
         if distributed.active():
@@ -420,7 +420,7 @@ class Checkpointer:
                 self.store.close()
             if self._claimed and distributed.rank_and_world()[0] == 0:
                 self._claimed = False
-                writer.unclaim(self.store)
+                claim.unclaim(self.store)
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -521,7 +521,7 @@ class Checkpointer:
         # A stale attempt (its supervisor lost the job to a newer one) must not commit, nor a
         # writer that lost the store's lease.
         check_fence(self.store, self.generation)
-        writer.check(self.store)
+        claim.check(self.store)
         self.store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
         with self._lock:
             self._manifests[directory] = manifest
@@ -962,7 +962,7 @@ class Checkpointer:
 
 
 # The writable Checkpointers of this process. They share its claim on a store (see
-# spotsafe.checkpoint.writer), so retention by one keeps what the others build on.
+# spotsafe.checkpoint.claim), so retention by one keeps what the others build on.
 _OPEN: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
 _OPEN_LOCK = threading.Lock()
 
