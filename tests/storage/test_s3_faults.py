@@ -7,6 +7,7 @@ bitwise-exact resume depends on.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -274,3 +275,63 @@ def test_a_failed_save_is_never_seen_as_a_checkpoint(
     fresh = _model()
     info = reader.restore(spotsafe.TrainState(model=fresh))
     assert info is not None and info.step == 1
+
+
+# ------------------------------------------------------------------ progress of long retries
+
+
+class _Clock:
+    """A fake monotonic clock; each retry pause also stands for a request that took 5 s."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds + 5.0
+
+
+def test_a_long_retry_says_so_rate_limited(
+    s3_bucket: str, proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = _Clock()
+    store = _store(s3_bucket, proxy, retry_deadline_s=120.0, clock=clock, sleep=clock.sleep)
+    store.write_bytes("x", b"abc")
+    proxy.fail("503", times=16, method="GET")  # ~80 s of failures on the fake clock
+    with caplog.at_level(logging.INFO, logger="spotsafe"):
+        assert store.read_bytes("x") == b"abc"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying ")]
+    # Said once past 10 s, then at most every 30 s: not once per retry (16 of them).
+    assert 2 <= len(lines) <= 3, lines
+    assert lines[0].startswith(f"retrying read {store.url}/x: 1") and " s of 120 s (" in lines[0]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.getMessage() in lines)
+
+
+def test_a_short_retry_stays_quiet(s3_bucket: str, proxy, caplog: pytest.LogCaptureFixture) -> None:
+    store = _store(s3_bucket, proxy)
+    store.write_bytes("x", b"abc")
+    proxy.fail("503", times=2, method="GET")
+    with caplog.at_level(logging.INFO, logger="spotsafe"):
+        assert store.read_bytes("x") == b"abc"
+    assert not [r for r in caplog.records if r.getMessage().startswith("retrying ")]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("retry_deadline_s", 1e300),
+        ("retry_deadline_s", float("inf")),  # was accepted: retried for ever
+        ("backoff_max_s", 1e300),
+        ("read_timeout_s", float("nan")),
+        ("connect_timeout_s", 1e9),
+        ("concurrency", 10**6),
+    ],
+)
+def test_s3_options_have_upper_bounds(option: str, value: float) -> None:
+    from spotsafe.errors import ConfigError
+    from spotsafe.storage.s3 import S3Options
+
+    with pytest.raises(ConfigError, match=rf"^{option}="):
+        S3Options(**{option: value})

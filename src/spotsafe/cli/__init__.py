@@ -3,18 +3,21 @@
 Each subcommand parses, calls the library, and maps errors to exit codes: a user error
 (:class:`~spotsafe.errors.SpotsafeError`) prints one line — what, where, how to fix — and
 exits 2 (1 for a bad checkpoint found by ``verify``); a bug still shows its traceback.
+Log lines and error lines are redacted (`spotsafe.redact`); third-party loggers stay at
+WARNING unless named with ``--debug-logger`` (`spotsafe.cli._logging`).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 import click
 
 from spotsafe._version import __version__
+from spotsafe.cli import _logging
 from spotsafe.errors import SpotsafeError
+from spotsafe.redact import redact_text
 
 EXIT_USER_ERROR = 2
 
@@ -24,17 +27,24 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SpotsafeError as e:
-            click.echo(f"spotsafe: {e}", err=True)
+            click.echo(f"spotsafe: {redact_text(str(e))}", err=True)
             sys.exit(EXIT_USER_ERROR)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="spotsafe")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "--debug-logger",
+    "debug_logger",
+    multiple=True,
+    metavar="NAME",
+    help=f"Show a third-party logger's debug output (e.g. botocore); repeatable. Also "
+    f"${_logging.ENV_DEBUG_LOGGERS}=botocore,s3fs. Credentials are redacted either way.",
+)
+def cli(verbose: int, debug_logger: tuple[str, ...]) -> None:
     """Safe, cheap PyTorch training on spot and preemptible capacity."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _logging.configure(verbose, _logging.debug_loggers(debug_logger))
 
 
 def _register() -> None:

@@ -43,7 +43,8 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from spotsafe.errors import ConfigError, ObjectMissing, StorageError
-from spotsafe.storage.base import Buffer, Store, redact_url
+from spotsafe.redact import redact_text, redact_url, register_environment, register_secret
+from spotsafe.storage.base import Buffer, Store
 
 log = logging.getLogger("spotsafe.storage")
 
@@ -61,6 +62,10 @@ DEFAULT_CONCURRENCY = 8
 # Long enough to ride out a throttling burst or a short endpoint outage, short enough that a
 # preempted VM's flush (AWS gives 120 s of notice) fails clearly rather than hangs.
 DEFAULT_RETRY_DEADLINE_S = 120.0
+# A request that keeps failing is reported once it has for 10 s, then at most every 30 s per
+# store: a minute-long outage shows up at the default verbosity without flooding the log.
+RETRY_PROGRESS_AFTER_S = 10.0
+RETRY_PROGRESS_EVERY_S = 30.0
 READ_CHUNK = 1 * MiB  # bytes copied per read() from a response body
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 
@@ -99,25 +104,24 @@ _CREDENTIALS_HINT = (
     "instance role) and that they may read and write this bucket"
 )
 
-# Shapes of secrets that may ride in a message even when we never saw the values.
-_SCRUB_PATTERNS = (
-    re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|ABIA|ACCA)[A-Z0-9]{12,}\b"),
-    re.compile(r"(?i)(x-amz-(?:credential|signature|security-token)=)[^&\s\"'<]+"),
-    re.compile(r"(?i)(signature=)[^&\s,\"'<]+"),
-    re.compile(r"(?i)(credential=)[^,\s\"'<]+"),
-    re.compile(r"(?i)(<(?:AWSAccessKeyId|StringToSign|CanonicalRequest|SignatureProvided)>)[^<]*"),
-)
-
-
 # Bucket names: 3-63 of lowercase letters, digits, '.', '-' (plus '_' and capitals, which
 # some S3-compatible stores and legacy us-east-1 buckets allow).
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
 
 
-def _scrub_patterns(text: str) -> str:
-    for pattern in _SCRUB_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
-    return text
+MAX_CONCURRENCY = 256  # threads and buffered parts per store; S3 throttles far below this
+_HOUR_S, _DAY_S = 3600.0, 86400.0
+
+
+# (field, whether 0 is allowed, upper bound in seconds). Upper bounds keep time arithmetic
+# finite and a misconfigured store from hanging a flush for days: a day of retries is an outage.
+_SECONDS_BOUNDS: tuple[tuple[str, bool, float], ...] = (
+    ("retry_deadline_s", True, _DAY_S),
+    ("backoff_base_s", True, _HOUR_S),
+    ("backoff_max_s", True, _HOUR_S),
+    ("connect_timeout_s", False, _HOUR_S),
+    ("read_timeout_s", False, _HOUR_S),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,17 +135,21 @@ class S3Options:
 
     #: Bytes per multipart part; objects larger than this are uploaded in parts.
     part_size: int = DEFAULT_PART_SIZE
-    #: Parts uploaded (and ranges downloaded) at once; also the parts buffered in memory.
+    #: Parts uploaded (and ranges downloaded) at once; also the parts buffered in memory
+    #: (1 to 256).
     concurrency: int = DEFAULT_CONCURRENCY
-    #: Longest time (s) one request keeps being retried before the operation fails.
+    #: Longest time (s) one request keeps being retried before the operation fails
+    #: (0 to 86400: a day).
     retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S
-    #: First backoff (s) after a transient failure; it doubles per attempt, with full jitter.
+    #: First backoff (s) after a transient failure; it doubles per attempt, with full jitter
+    #: (0 to 3600).
     backoff_base_s: float = 0.2
-    #: Longest single backoff (s).
+    #: Longest single backoff (s, 0 to 3600).
     backoff_max_s: float = 10.0
-    #: Seconds to wait for a TCP connection to the endpoint.
+    #: Seconds to wait for a TCP connection to the endpoint (> 0, at most 3600).
     connect_timeout_s: float = 10.0
-    #: Seconds to wait for any byte of a response before the attempt counts as failed.
+    #: Seconds to wait for any byte of a response before the attempt counts as failed
+    #: (> 0, at most 3600).
     read_timeout_s: float = 60.0
     #: The S3 endpoint; None means botocore's default (``AWS_ENDPOINT_URL[_S3]`` or AWS).
     endpoint_url: str | None = None
@@ -160,16 +168,23 @@ class S3Options:
                 f"part_size={self.part_size!r}: S3 parts must be {MIN_PART_SIZE} bytes (5 MiB)"
                 f" to {MAX_PART_SIZE} bytes (5 GiB)"
             )
-        if not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ConfigError(f"concurrency={self.concurrency!r}: must be an int >= 1")
-        for name in ("retry_deadline_s", "backoff_base_s", "backoff_max_s"):
+        if (
+            isinstance(self.concurrency, bool)
+            or not isinstance(self.concurrency, int)
+            or not 1 <= self.concurrency <= MAX_CONCURRENCY
+        ):
+            raise ConfigError(
+                f"concurrency={self.concurrency!r}: must be an int from 1 to {MAX_CONCURRENCY}"
+            )
+        for name, zero_ok, high in _SECONDS_BOUNDS:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
-                raise ConfigError(f"{name}={value!r}: must be a number of seconds >= 0")
-        for name in ("connect_timeout_s", "read_timeout_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"{name}={value!r}: must be a number of seconds > 0")
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            low_ok = ok and (value >= 0 if zero_ok else value > 0)
+            if not ok or not math.isfinite(value) or not low_ok or value > high:
+                above = ">= 0" if zero_ok else "> 0"
+                raise ConfigError(
+                    f"{name}={value!r}: must be a number of seconds {above} and at most {high:g}"
+                )
         if self.addressing_style not in (None, "path", "virtual", "auto"):
             raise ConfigError(
                 f"addressing_style={self.addressing_style!r}: must be 'path', 'virtual' or None"
@@ -262,25 +277,6 @@ class _Chunker:
         return b"".join(pieces)  # the one copy: the caller may reuse its buffers after write()
 
 
-class _Redactor:
-    """Removes known secret values and secret-shaped strings from text."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            self.add(os.environ.get(name))
-
-    def add(self, value: str | None) -> None:
-        # Very short values would blank out ordinary words; real keys are 16+ characters.
-        if value and len(value) >= 8:
-            self._secrets.add(value)
-
-    def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return _scrub_patterns(text)
-
-
 def _botocore_exceptions() -> Any:
     """``botocore.exceptions``, or None where botocore is not installed."""
     try:
@@ -341,7 +337,9 @@ class S3Store(Store):
         # Never the module-level random: see the module docstring.
         self._rng = rng if rng is not None else random.Random(os.urandom(16))
         self._rng_lock = threading.Lock()
-        self._redact = _Redactor()
+        self._next_progress_s = -math.inf  # when the next "still retrying" line may be logged
+        register_environment()  # AWS_* keys set after spotsafe was imported count too
+        self._redact = redact_text  # known keys and secret shapes (spotsafe.redact)
         self._lock = threading.Lock()
         self._client: Any = None
         self._pool: cf.ThreadPoolExecutor | None = None
@@ -400,7 +398,7 @@ class S3Store(Store):
         if credentials is not None:
             frozen = credentials.get_frozen_credentials()
             for value in (frozen.access_key, frozen.secret_key, frozen.token):
-                self._redact.add(value)
+                register_secret(value)  # masked in every error and log line from now on
         return client
 
     @property
@@ -496,8 +494,27 @@ class S3Store(Store):
                         retryable=True,
                     ) from e
                 log.debug("%s; retry %d in %.2f s", err, attempt, delay)
+                self._report_retrying(what, elapsed, err)
                 self._sleep(delay)
                 attempt += 1
+
+    def _report_retrying(self, what: str, elapsed_s: float, err: StorageError) -> None:
+        """Say that a request keeps failing, once it has for a while; one line per
+        ``RETRY_PROGRESS_EVERY_S`` per store, however many requests retry at once."""
+        if elapsed_s < RETRY_PROGRESS_AFTER_S:
+            return
+        now = self._clock()
+        with self._rng_lock:
+            if now < self._next_progress_s:
+                return
+            self._next_progress_s = now + RETRY_PROGRESS_EVERY_S
+        log.warning(
+            "retrying %s: %.0f s of %g s (%s)",
+            redact_url(what),
+            elapsed_s,
+            self.options.retry_deadline_s,
+            err,
+        )
 
     # ------------------------------------------------------------------ writing
 
