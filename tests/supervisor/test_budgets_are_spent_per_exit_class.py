@@ -3,6 +3,7 @@ store. The supervisor runs in-process with real child processes and an injected 
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -118,3 +119,16 @@ def test_a_first_save_ends_the_no_progress_streak(tmp_path: Path) -> None:
     assert outcome.exit_code == 0, outcome.reason
     assert classes(tmp_path / "s") == [ExitClass.NO_PROGRESS, ExitClass.PREEMPTED,
                                        ExitClass.NO_PROGRESS, ExitClass.SUCCESS]  # fmt: skip
+
+
+def test_a_successful_attempt_is_logged_at_info_an_interrupted_one_at_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="spotsafe"):
+        outcome, _ = supervise(tmp_path / "s", fast(tmp_path), "ckpt:5,exit:75", "ckpt:20,exit:0")
+    assert outcome.exit_code == 0, outcome.reason
+    ended = {r.getMessage(): r.levelno for r in caplog.records if " ended: " in r.getMessage()}
+    assert ended == {
+        "attempt 1 ended: preempted (exit 75), steps None -> 5": logging.WARNING,
+        "attempt 2 ended: success (exit 0), steps 5 -> 20": logging.INFO,
+    }

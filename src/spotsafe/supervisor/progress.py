@@ -2,18 +2,77 @@
 
 The supervisor starts fast and never imports torch: it reads the store through
 ``spotsafe.checkpoint.discovery``, the same torch-free code ``Checkpointer.checkpoints()`` uses.
+
+The store is read while the job writes it: a listing can race a prune, a request can be
+throttled. `look_again` retries such a read a few times, with the caller's (injected) sleep,
+so that one unlucky look never kills the supervisor; a failure that persists still raises,
+because "could not read" is never "no progress".
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from spotsafe.checkpoint.discovery import discover
+from spotsafe.errors import ObjectMissing, StorageError
 from spotsafe.events import read_events
 from spotsafe.storage import Store
 
-__all__ = ["FinalState", "clean_stop_recorded", "final_state", "newest_valid_step"]
+__all__ = [
+    "LOOK_AGAIN_S",
+    "FinalState",
+    "clean_stop_recorded",
+    "final_state",
+    "look_again",
+    "newest_valid_step",
+]
+
+log = logging.getLogger("spotsafe")
+
+T = TypeVar("T")
+
+# Pauses between looks at a store that failed to answer: a prune finishes in well under a
+# second, a throttling burst or a connection reset in a few. 4 looks over ~7.5 s in all.
+LOOK_AGAIN_S = (0.5, 2.0, 5.0)
+
+
+def look_again(
+    read: Callable[[], T],
+    *,
+    sleep: Callable[[float], object],
+    what: str,
+    pauses_s: tuple[float, ...] = LOOK_AGAIN_S,
+) -> T:
+    """``read()``, tried again after each pause in `pauses_s` when it fails transiently.
+
+    Transient: a retryable `StorageError` (network, throttling) or `ObjectMissing` (a file
+    or directory deleted between a listing and the next look: the writer pruned). Any other
+    error, and the last failure, propagate.
+
+    Example:
+        >>> looks = iter([ObjectMissing("list x: no such file"), None])
+        >>> def read() -> str:
+        ...     error = next(looks)
+        ...     if error is not None:
+        ...         raise error
+        ...     return "listed"
+        >>> look_again(read, sleep=lambda s: None, what="judge progress")
+        'listed'
+    """
+    for pause in (*pauses_s, None):
+        try:
+            return read()
+        except StorageError as e:
+            transient = e.retryable or isinstance(e, ObjectMissing)
+            if pause is None or not transient:
+                raise
+            log.warning("could not %s (%s); looking again in %g s", what, e, pause)
+            sleep(pause)
+    raise AssertionError("unreachable: the last look returns or raises")
 
 
 def newest_valid_step(store: Store, *, job_id: str | None = None) -> int | None:

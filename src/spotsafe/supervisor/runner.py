@@ -16,6 +16,7 @@ notice) and stopped its child: run it again, here or elsewhere, to continue the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import IO
 from spotsafe.errors import StorageError, SupervisorError
 from spotsafe.events import EventLog, read_events
 from spotsafe.interrupt import NoticeWatcher, SignalCatcher, StopFlag, StopRequest, Watcher
+from spotsafe.lease import Lease, LeaseKeeper
 from spotsafe.policy import (
     AttemptRecord,
     Done,
@@ -44,11 +46,11 @@ from spotsafe.policy import (
     classify_exit,
 )
 from spotsafe.policy.retry import PREEMPTED_EXIT_CODE, Rng
+from spotsafe.redact import redact_command, redact_script, redact_text
 from spotsafe.storage import Store
 from spotsafe.supervisor.child import Child
 from spotsafe.supervisor.job import AttemptStart, JobRecord
-from spotsafe.lease import Lease, LeaseKeeper
-from spotsafe.supervisor.progress import clean_stop_recorded, newest_valid_step
+from spotsafe.supervisor.progress import clean_stop_recorded, look_again, newest_valid_step
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_STOPPED", "Outcome", "Supervisor"]
 
@@ -214,7 +216,7 @@ class Supervisor:
     ) -> Outcome | None:
         """Run one attempt to its end and record it; an Outcome when the supervisor must stop."""
         n = record.next_attempt
-        start_step = newest_valid_step(self.store, job_id=record.job_id)
+        start_step = self._newest_valid_step(record, f"find attempt {n}'s start step")
         started_s = self.wall_clock()
         env = {
             "SPOTSAFE_STORE": self.store_url,
@@ -231,7 +233,8 @@ class Supervisor:
         info = {
             "host": socket.gethostname(),
             "supervisor_pid": os.getpid(),
-            "command": self.command,
+            # Kept in the store, which more people read than the machine: no secrets.
+            "command": redact_command(self.command),
             "pool": self.pool_name,
         }
         record.start(
@@ -253,8 +256,15 @@ class Supervisor:
 
         code, stopped_by, lease_lost = self._wait(child, keeper, events)
         ended_s = max(self.wall_clock(), started_s)
-        end_step = newest_valid_step(self.store, job_id=record.job_id)
-        clean = clean_stop_recorded(self.store, n)
+        _write_log(self.store, n, child.output.getvalue())
+        # The child may have pruned while it ended: judge on a settled look, or raise (the
+        # attempt stays open, and the next supervisor closes it as cut off).
+        end_step = self._newest_valid_step(record, f"judge attempt {n}'s progress")
+        clean = look_again(
+            lambda: clean_stop_recorded(self.store, n),
+            sleep=self.sleep,
+            what=f"read attempt {n}'s events",
+        )
         progressed = AttemptRecord(
             attempt=n,
             exit_class=ExitClass.CRASH,
@@ -273,7 +283,6 @@ class Supervisor:
             end_step=end_step,
             returncode=code,
         )
-        _write_log(self.store, n, child.output.getvalue())
         record.end(attempt, clean_stop=clean, stopped_by=stopped_by)
         events.record(
             "attempt_end",
@@ -287,7 +296,8 @@ class Supervisor:
         )
         _flush(events)
         events.close()
-        log.warning(
+        log.log(
+            logging.INFO if exit_class is ExitClass.SUCCESS else logging.WARNING,
             "attempt %d ended: %s (exit %s), steps %s -> %s",
             n,
             exit_class.value,
@@ -356,14 +366,18 @@ class Supervisor:
         PREEMPTED when the child recorded a clean stop), ending at its last sign of life."""
         for start in record.unfinished:
             n = start.attempt
-            events = read_events(self.store, attempt=n)
+            events = look_again(
+                functools.partial(read_events, self.store, attempt=n),
+                sleep=self.sleep,
+                what=f"read attempt {n}'s events",
+            )
             seen = [start.started_s, *(e.t for e in events)]
             old = self.lease.taken_over
             if old is not None and old.epoch == start.lease_epoch and old.beat_wall_s:
                 seen.append(old.beat_wall_s)  # its supervisor was alive until then
             last_seen = max(seen)
             clean = any(e.kind == "stop" and e.get("clean") is True for e in events)
-            end_step = newest_valid_step(self.store, job_id=record.job_id)
+            end_step = self._newest_valid_step(record, f"judge cut-off attempt {n}'s progress")
             partial = AttemptRecord(
                 attempt=n,
                 exit_class=ExitClass.UNCLEAN,
@@ -410,12 +424,21 @@ class Supervisor:
         command = self.pool.on_demand_command
         if command is None:
             return
-        if not record.mark_on_demand({"wall_s": self.wall_clock(), "command": command}):
+        shown = redact_script(command)
+        if not record.mark_on_demand({"wall_s": self.wall_clock(), "command": shown}):
             return
-        log.warning("falling back to on-demand capacity: %s", command)
+        log.warning("falling back to on-demand capacity: %s", shown)
         result = subprocess.run(command, shell=True, check=False)
         if result.returncode != 0:
             log.error("the on-demand hook exited %d", result.returncode)
+
+    def _newest_valid_step(self, record: JobRecord, what: str) -> int | None:
+        """The newest valid step, looked at again after a transient failure."""
+        return look_again(
+            lambda: newest_valid_step(self.store, job_id=record.job_id),
+            sleep=self.sleep,
+            what=what,
+        )
 
     def _interruptible_sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when a stop is requested."""
@@ -439,6 +462,9 @@ def _write_json_once(store: Store, path: str, doc: Mapping[str, object]) -> None
 
 
 def _write_log(store: Store, attempt: int, data: bytes) -> None:
+    # The store outlives the machine and has more readers: keep no credentials in it.
+    text = data.decode("utf-8", errors="surrogateescape")
+    data = redact_text(text).encode("utf-8", errors="surrogateescape")
     try:
         store.create_exclusive(f"{LOGS_DIR}/attempt-{attempt:06d}.log", data)
     except StorageError as e:
