@@ -7,6 +7,10 @@ from pathlib import Path
 
 import click
 
+from spotsafe.cli._params import Number
+from spotsafe.policy.pools import MAX_GRACE_S
+from spotsafe.supervisor.chaos import MAX_DELAY_S, MAX_KILLS
+
 
 @click.command(
     "chaos", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
@@ -15,10 +19,16 @@ import click
     "--kills",
     default=10,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Interruptions to land.",
+    type=Number(int, 1, MAX_KILLS),
+    help=f"Interruptions to land (1 to {MAX_KILLS:,}).",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the interruption plan.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=Number(int, 0, 2**32 - 1),
+    help="Seed of the interruption plan (0 to 2^32 - 1).",
+)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False),
@@ -29,10 +39,15 @@ import click
     "--max-delay-s",
     default=5.0,
     show_default=True,
-    help="Longest wait after an attempt starts before interrupting it.",
+    type=Number(float, 0, MAX_DELAY_S),
+    help=f"Longest wait after an attempt starts before interrupting it (0 to {MAX_DELAY_S:g} s).",
 )
 @click.option(
-    "--grace-s", default=10.0, show_default=True, help="Seconds between SIGTERM and SIGKILL."
+    "--grace-s",
+    default=10.0,
+    show_default=True,
+    type=Number(float, 0, MAX_GRACE_S, low_open=True),
+    help=f"Seconds between SIGTERM and SIGKILL (> 0, at most {MAX_GRACE_S:g}).",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context

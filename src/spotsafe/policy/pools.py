@@ -446,7 +446,11 @@ def format_pools(pools: Mapping[str, Pool], *, source: Path | str | None = None)
         >>> print(format_pools({"standard": PRESETS["standard"]}).splitlines()[1])
         setting                   standard
     """
-    origin = f"from {source}" if source is not None else "(presets, no config file)"
+    origin = (
+        f"from {source}"
+        if source is not None
+        else "(built-in presets: no --config, ./spotsafe.toml or ./pyproject.toml)"
+    )
     heading = f"pools {origin}; default: {DEFAULT_POOL}"
     names = list(pools)
     rows = [["setting", *names]]

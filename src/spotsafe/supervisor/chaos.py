@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -35,15 +36,18 @@ from pathlib import Path
 
 from spotsafe.checkpoint.discovery import Status, discover
 from spotsafe.errors import ConfigError, ObjectMissing, SupervisorError
+from spotsafe.policy.pools import MAX_GRACE_S
 from spotsafe.storage import Store, open_store
 from spotsafe.supervisor.job import ATTEMPTS_DIR, JobRecord
-from spotsafe.supervisor.progress import FinalState, final_state, newest_valid_step
+from spotsafe.supervisor.progress import FinalState, final_state, look_again, newest_valid_step
 
 __all__ = ["KINDS", "ChaosReport", "Interruption", "plan", "run_chaos"]
 
 KINDS = ("term-child", "kill-child", "kill-mid-save", "term-supervisor", "kill-supervisor")
 POLL_S = 0.02  # how often the harness looks at the store and the processes
 POOL = "chaos"
+MAX_KILLS = 10_000  # its pool allows 2 * kills + 10 restarts: within the 10^6 budget bound
+MAX_DELAY_S = 3600.0  # an hour between an attempt's start and its interruption
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,8 +219,22 @@ class _Job:
 
     def half_written_save(self) -> bool:
         """Whether a checkpoint directory holds data files but no manifest yet."""
-        found = discover(self.store, verify_sizes=False)
+        found = look_again(
+            lambda: discover(self.store, verify_sizes=False),
+            sleep=time.sleep,
+            what="list the chaos store",
+            pauses_s=(POLL_S, 0.5, 2.0),
+        )
         return any(c.status is Status.PARTIAL for c in found.checkpoints)
+
+    def newest_valid_step(self) -> int | None:
+        """The newest valid step, looked at again if the listing raced the child's prune."""
+        return look_again(
+            lambda: newest_valid_step(self.store),
+            sleep=time.sleep,
+            what="list the chaos store",
+            pauses_s=(POLL_S, 0.5, 2.0),
+        )
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -248,7 +266,13 @@ def run_chaos(
         grace_s: the pool's grace between SIGTERM and SIGKILL.
         timeout_s: give up on the whole run after this long.
         progress: called with one line per interruption.
+
+    Raises:
+        ConfigError: a number out of its bounds (kills 1 to 10,000; delays 0 to 3600 s;
+            grace_s > 0 and <= 3600 s), or a scratch directory that is not empty.
     """
+    _check_numbers(kills=kills, min_delay_s=min_delay_s, max_delay_s=max_delay_s,
+                   grace_s=grace_s, timeout_s=timeout_s)  # fmt: skip
     workdir.mkdir(parents=True, exist_ok=True)
     if any(workdir.iterdir()):
         raise ConfigError(f"{workdir}: the chaos scratch directory must be empty")
@@ -279,6 +303,31 @@ def run_chaos(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return report
+
+
+def _check_numbers(
+    *, kills: int, min_delay_s: float, max_delay_s: float, grace_s: float, timeout_s: float
+) -> None:
+    """Refuse what would fail later: nan written into the pool, a plan that never ends."""
+    if isinstance(kills, bool) or not isinstance(kills, int) or not 1 <= kills <= MAX_KILLS:
+        raise ConfigError(f"kills = {kills!r}: must be an integer >= 1 and <= {MAX_KILLS}")
+    rules = (
+        ("min_delay_s", min_delay_s, False, MAX_DELAY_S),
+        ("max_delay_s", max_delay_s, False, MAX_DELAY_S),
+        ("grace_s", grace_s, True, MAX_GRACE_S),
+        ("timeout_s", timeout_s, True, 7 * 86400.0),
+    )
+    for name, value, positive, high in rules:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (
+            not ok
+            or not math.isfinite(value)
+            or value < 0
+            or value > high
+            or (positive and value == 0)
+        ):
+            low = "> 0" if positive else ">= 0"
+            raise ConfigError(f"{name} = {value!r}: must be a finite number {low} and <= {high:g}")
 
 
 def _raise_system_exit(signum: int, frame: object) -> None:
@@ -374,7 +423,7 @@ def _interrupt(
     assert job.proc is not None
     if planned.after_save:
         start_step = job.start_step(attempt)
-        while newest_valid_step(job.store) == start_step:
+        while job.newest_valid_step() == start_step:
             check_time()
             if job.ended(attempt) or job.proc.poll() is not None:
                 return False
