@@ -10,6 +10,7 @@ supervisor (spotsafe.supervisor.job) writes the records. Layout::
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from spotsafe.errors import StorageError
@@ -83,8 +84,11 @@ def observed_interruptions(store: Store) -> tuple[int, float]:
             continue
         try:
             doc = json.loads(store.read_bytes(f"{ATTEMPTS_DIR}/{n:06d}-end.json"))
-            runtime_s += max(0.0, float(doc["ended_s"]) - float(doc["started_s"]))
-            interruptions += doc.get("exit_class") in _INTERRUPTIONS
+            duration_s = float(doc["ended_s"]) - float(doc["started_s"])
         except (ValueError, KeyError, TypeError):
             continue
+        if not math.isfinite(duration_s):
+            continue  # garbled ("1e999"): an infinite run time would hide every interruption
+        runtime_s += max(0.0, duration_s)
+        interruptions += doc.get("exit_class") in _INTERRUPTIONS
     return interruptions, runtime_s

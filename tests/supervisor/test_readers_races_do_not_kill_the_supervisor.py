@@ -1,9 +1,11 @@
 """The supervisor reads a store its child is writing: a listing that raced a prune, or a
 throttled request, is looked at again (with the injected sleep), never the supervisor's end.
-A failure that persists still raises: "could not read" is never "no progress"."""
+A failure that persists still raises: "could not read" is never "no progress"; a garbled job
+record is a StorageError, never another exception."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -131,3 +133,53 @@ def test_a_garbled_manifest_is_judged_not_raised(tmp_path: Path) -> None:
     assert outcome.exit_code == 0, outcome.reason
     attempts = JobRecord.open(store).retry_state().attempts
     assert [(a.start_step, a.end_step) for a in attempts] == [(None, 10), (10, 10)]
+
+
+GOOD_END = {"attempt": 1, "exit_class": "preempted", "started_s": 10.0, "ended_s": 20.0,
+            "start_step": None, "end_step": 5, "returncode": 75}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"started_s": "soon"},
+        {"ended_s": None},
+        {"ended_s": 5.0},  # before it started
+        {"exit_class": "vanished"},
+        {"end_step": "five"},
+        {"end_step": -1},
+        {"returncode": "75"},
+        {"started_s": float("nan")},
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_a_garbled_record_is_a_storage_error_never_a_crash(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    store = open_store(str(tmp_path / "s"))
+    JobRecord.open(store, job_id="j")
+    start = {"attempt": 1, "job_id": "j", "started_s": 10.0, "start_step": None, "info": {}}
+    store.write_bytes("job/attempts/000001-start.json", json.dumps(start).encode())
+    store.write_bytes("job/attempts/000001-end.json", json.dumps({**GOOD_END, **change}).encode())
+    with pytest.raises(StorageError, match=r"000001-end\.json: the job record is garbled") as info:
+        JobRecord.open(store)
+    assert info.value.retryable is False
+
+
+def test_a_garbled_start_record_is_a_storage_error(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "s"))
+    JobRecord.open(store, job_id="j")
+    store.write_bytes("job/attempts/000001-start.json", b'{"attempt": 1, "info": [1]}')
+    with pytest.raises(StorageError, match=r"000001-start\.json: the job record is garbled"):
+        JobRecord.open(store)
+
+
+def test_a_garbled_time_does_not_hide_the_interruption_rate(tmp_path: Path) -> None:
+    from spotsafe.jobrecord import observed_interruptions
+
+    store = open_store(str(tmp_path / "s"))
+    store.write_bytes("job/attempts/000001-end.json", json.dumps(GOOD_END).encode())
+    store.write_bytes("job/attempts/000002-end.json",
+                      b'{"exit_class": "unclean", "started_s": 0, "ended_s": 1e999}')  # fmt: skip
+    # The garbled one is skipped; an infinite run time made the observed rate zero.
+    assert observed_interruptions(store) == (1, 10.0)

@@ -19,13 +19,15 @@ an older attempt (a child that outlived a partitioned supervisor) is refused
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from spotsafe.errors import ConfigError, ObjectMissing, StorageError
 from spotsafe.jobrecord import (
@@ -48,6 +50,8 @@ __all__ = [
     "default_job_id",
 ]
 
+T = TypeVar("T")
+
 JOB_FILE = f"{JOB_DIR}/job.json"
 ON_DEMAND_FILE = f"{JOB_DIR}/on-demand.json"
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -55,6 +59,42 @@ _JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 def _dumps(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+def _step(value: object) -> int | None:
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise ValueError(f"step {value!r} is not a step number")
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{value!r} is not a time in seconds")
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite time")
+    return float(value)
+
+
+def _start_of(n: int, doc: Mapping[str, Any]) -> AttemptStart:
+    info = doc.get("info") or {}
+    if not isinstance(info, dict):
+        raise TypeError(f"info {str(info)[:40]!r} is not an object")
+    lease_epoch = doc.get("lease_epoch")
+    if lease_epoch is not None and type(lease_epoch) is not int:
+        raise TypeError(f"lease_epoch {lease_epoch!r} is not an integer")
+    return AttemptStart(attempt=n, started_s=_seconds(doc["started_s"]),
+                        start_step=_step(doc.get("start_step")), lease_epoch=lease_epoch,
+                        info=dict(info))  # fmt: skip
+
+
+def _end_of(n: int, doc: Mapping[str, Any]) -> AttemptRecord:
+    returncode = doc.get("returncode")
+    if returncode is not None and type(returncode) is not int:
+        raise TypeError(f"returncode {returncode!r} is not an integer")
+    return AttemptRecord(attempt=n, exit_class=ExitClass(doc["exit_class"]),
+                         started_s=_seconds(doc["started_s"]), ended_s=_seconds(doc["ended_s"]),
+                         start_step=_step(doc.get("start_step")),
+                         end_step=_step(doc.get("end_step")), returncode=returncode)  # fmt: skip
 
 
 def attempt_path(attempt: int, what: str) -> str:
@@ -152,29 +192,32 @@ class JobRecord:
         return str(doc["job_id"])
 
     def reload(self) -> None:
-        """Read every attempt object again (one listing, then the objects not yet read)."""
+        """Read every attempt object again (one listing, then the objects not yet read).
+
+        Raises:
+            StorageError: the store cannot be read, or a record is garbled (not retryable).
+        """
         for n, kinds in sorted(attempt_files(self.store).items()):
             if "start" in kinds and n not in self.starts:
-                doc = self._read(attempt_path(n, "start"))
-                self.starts[n] = AttemptStart(
-                    attempt=n,
-                    started_s=float(doc["started_s"]),
-                    start_step=doc.get("start_step"),
-                    lease_epoch=doc.get("lease_epoch"),
-                    info=dict(doc.get("info") or {}),
-                )
+                path = attempt_path(n, "start")
+                doc = self._read(path)
+                self.starts[n] = self._parse(path, functools.partial(_start_of, n, doc))
             if "end" in kinds and n not in self.ends:
-                doc = self._read(attempt_path(n, "end"))
+                path = attempt_path(n, "end")
+                doc = self._read(path)
+                self.ends[n] = self._parse(path, functools.partial(_end_of, n, doc))
                 self.end_docs[n] = doc
-                self.ends[n] = AttemptRecord(
-                    attempt=n,
-                    exit_class=ExitClass(doc["exit_class"]),
-                    started_s=float(doc["started_s"]),
-                    ended_s=float(doc["ended_s"]),
-                    start_step=doc.get("start_step"),
-                    end_step=doc.get("end_step"),
-                    returncode=doc.get("returncode"),
-                )
+
+    def _parse(self, path: str, parse: Callable[[], T]) -> T:
+        """`parse()`, with a wrong or missing field reported as a garbled record."""
+        try:
+            return parse()
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise StorageError(
+                f"{self.store.url}/{path}: the job record is garbled ({type(e).__name__}: {e});"
+                " inspect it or start a new job in another store",
+                retryable=False,
+            ) from e
 
     def _read(self, path: str) -> dict[str, Any]:
         try:
