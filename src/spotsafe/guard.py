@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from spotsafe.checkpoint import Checkpointer, PendingSave, distributed
-from spotsafe.data import shield_workers
+from spotsafe.data import release_workers, shield_workers
 from spotsafe.errors import ConfigError, SpotsafeError, StopError, StorageError
 from spotsafe.interrupt import (
     NoticeWatcher,
@@ -178,13 +178,19 @@ class Guard:
         for obj in self.state.objects.values():
             shield_workers(getattr(obj, "loader", obj))
         self._signals.__enter__()
-        watchers = self._watchers
-        if watchers is None:
-            watchers = watchers_from_env(clock=self.clock)
-        self._notices = NoticeWatcher(self.flag, watchers, clock=self.clock).start()
-        self._record(
-            "guard_start", step=self.state.step, pool=os.environ.get(ENV_POOL) or "standard"
-        )
+        try:
+            watchers = self._watchers
+            if watchers is None:
+                watchers = watchers_from_env(clock=self.clock)
+            self._notices = NoticeWatcher(self.flag, watchers, clock=self.clock).start()
+            self._record(
+                "guard_start", step=self.state.step, pool=os.environ.get(ENV_POOL) or "standard"
+            )
+        except BaseException:
+            # No __exit__ follows a failed __enter__: left installed, the handlers would
+            # swallow every later SIGTERM of a process that no longer polls the flag.
+            self._leave()
+            raise
         self._entered = True
         return self
 
@@ -204,9 +210,21 @@ class Guard:
             if exc_type is None:
                 self.checkpointer.flush()
         finally:
-            self._signals.__exit__(exc_type, exc, tb)
+            self._leave()
+
+    def _leave(self) -> None:
+        """Undo what ``__enter__`` did: once the block is left, the process is the user's
+        again, and a SIGTERM ends it."""
+        self._entered = False
+        try:
+            self._signals.__exit__(None, None, None)
             if self._notices is not None:
                 self._notices.stop()
+        finally:
+            # Whatever left the block (its end, an exception, a stop), the loop is over: its
+            # loader workers go now, in order, rather than at interpreter exit.
+            for obj in self.state.objects.values():
+                release_workers(obj)
             self._flush_events()
 
     # ----------------------------------------------------------------- the loop

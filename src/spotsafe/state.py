@@ -65,6 +65,15 @@ class TrainState:
         #: Names of objects whose state differs per rank under torch.distributed (data
         #: loaders by default). The others are replicated (DDP) and written once, by rank 0.
         self.per_rank: set[str] = {n for n, o in objects.items() if _is_loader(o)}
+        if self.per_rank:
+            from spotsafe.data import shield_workers
+
+            # From here on, not only from the Guard's start: workers started before the Guard
+            # (a first batch fetched before the loop; a StatefulDataLoader's state_dict()
+            # starts its iterator) must not die of a signal the main process catches to
+            # flush. Harmless outside a Guard: see spotsafe.data.
+            for name in self.per_rank:
+                shield_workers(getattr(objects[name], "loader", objects[name]))
         self.step = 0
         self.epoch = 0
         self.config_fingerprint = None if config is None else config_fingerprint(config)
