@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
-from spotsafe.checkpoint import Checkpointer, PendingSave, distributed
+from spotsafe.checkpoint import Checkpointer, PendingSave, SaveInfo, distributed
 from spotsafe.data import release_workers, shield_workers
 from spotsafe.errors import ConfigError, SpotsafeError, StopError, StorageError
 from spotsafe.interrupt import (
@@ -41,6 +41,7 @@ from spotsafe.policy import (
     mtbi_estimate,
 )
 from spotsafe.state import ENV_POOL, TrainState
+from spotsafe.storage import redact_url
 
 log = logging.getLogger("spotsafe")
 
@@ -72,7 +73,7 @@ class Guard:
         interval: a policy from :mod:`spotsafe.policy`; default ``Auto`` (Young/Daly from the
             measured save cost, capped by the pool's ``max_lost_work_s``).
         every_steps / every_s / max_lost_work_s: shortcuts for the simple policies.
-        exit_code: the exit status after a clean stop (75, EX_TEMPFAIL, by default).
+        exit_code: the exit status after a clean stop, 1-255 (75, EX_TEMPFAIL, by default).
         signals: the signals that request a stop (SIGTERM, SIGINT, SIGUSR1).
         grace_s: seconds a signal leaves before the SIGKILL; default: the pool's ``grace_s``
             (the supervisor SIGKILLs after it; keep it below Kubernetes'
@@ -117,6 +118,15 @@ class Guard:
             raise ConfigError(
                 "Guard: give at most one of interval=, every_steps=, every_s=, max_lost_work_s="
             )
+        if (
+            isinstance(exit_code, bool)
+            or not isinstance(exit_code, int)
+            or not 1 <= exit_code <= 255
+        ):
+            raise ConfigError(
+                f"Guard: exit_code={exit_code!r} must be an exit status from 1 to 255: a stopped"
+                " run is not a finished one (0 would make a preemption read as success)"
+            )
         self.pool = pool_from_env()
         if interval is None:
             if every_steps is not None:
@@ -128,8 +138,6 @@ class Guard:
             else:
                 interval = Auto.from_pool(self.pool)
         self.mtbi_s = self._observed_mtbi_s(checkpointer)
-        if not 0 <= exit_code <= 255:
-            raise ConfigError(f"Guard: exit_code={exit_code!r} is not an exit status (0-255)")
         self.checkpointer = checkpointer
         self.state = state
         self.interval = interval
@@ -147,6 +155,7 @@ class Guard:
         self.events = checkpointer.events
         self._pending: PendingSave | None = None
         self._last_saved: tuple[int, int] | None = None  # (step, epoch) of the newest commit
+        self._last_saved_path: str | None = None  # where that commit is
         self._pending_at: tuple[int, int] | None = None
         self._last_save_s = 0.0
         self._last_step_s = 0.0
@@ -204,8 +213,7 @@ class Guard:
             self._collect(block=True)
             if exc_type is None and self._last_saved != (self.state.step, self.state.epoch):
                 # The run finished: its final state is the job's result, so make it durable.
-                self.checkpointer.save(self.state)
-                self._saved()
+                self._saved(self.checkpointer.save(self.state))
                 self._record("finished", step=self.state.step, epoch=self.state.epoch)
             if exc_type is None:
                 self.checkpointer.flush()
@@ -308,7 +316,7 @@ class Guard:
             else:
                 info = self.checkpointer.save(self.state)
                 self._blocking_s = self._persist_s = info.persist_s
-                self._saved()
+                self._saved(info)
         except StorageError as e:
             self._save_failed(e)
             return
@@ -329,11 +337,13 @@ class Guard:
             return
         if info is not None:
             self._persist_s = info.persist_s
-            self._saved(self._pending_at)
+            self._saved(info, self._pending_at)
 
-    def _saved(self, at: tuple[int, int] | None = None) -> None:
-        """Note a commit of the state at ``at`` (step, epoch); default: the current state."""
+    def _saved(self, info: SaveInfo, at: tuple[int, int] | None = None) -> None:
+        """Note the commit ``info`` of the state at ``at`` (step, epoch); default: the
+        current state."""
         self._last_saved = at or (self.state.step, self.state.epoch)
+        self._last_saved_path = info.path
         self._save_failures = 0
 
     def _save_failed(self, e: StorageError) -> None:
@@ -373,8 +383,7 @@ class Guard:
         try:
             self._collect(block=True)
             if self._last_saved != (self.state.step, self.state.epoch):
-                self.checkpointer.save(self.state)
-                self._saved()
+                self._saved(self.checkpointer.save(self.state))
             self.checkpointer.flush()  # with a staging tier: until the uploads are done
         except SpotsafeError as e:
             self._record(
@@ -412,6 +421,15 @@ class Guard:
         log.info(
             "checkpoint at step %d is durable; exiting with %d", self.state.step, self.exit_code
         )
+        if self.checkpointer.attempt is None and distributed.rank_and_world()[0] == 0:
+            # No supervisor will retry: tell the person who started the run what to do next.
+            log.warning(
+                "spotsafe: stopped at step %d on %s; state saved to %s; run the same command"
+                " to resume",
+                self.state.step,
+                request.detail.get("signal") or request.source,
+                redact_url(self._last_saved_path or self.checkpointer.store.url),
+            )
         raise SystemExit(self.exit_code)
 
     # ----------------------------------------------------------------- events
