@@ -84,4 +84,4 @@ def test_a_state_over_the_memory_budget_is_saved_synchronously(tmp_path, caplog)
     pending = ckpt.save_async(state)
     assert pending.done() and pending.wait().step == 1  # committed before it returned
     assert "host_buffer_bytes" in caplog.text
-    assert ckpt._buffers == []  # no snapshot memory held
+    assert ckpt._host_buffers.nbytes == 0  # no snapshot memory held
