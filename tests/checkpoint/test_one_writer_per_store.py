@@ -107,3 +107,72 @@ def test_a_failed_prune_does_not_fail_a_committed_save(tmp_path: Path) -> None:
     ]
     failures = [e for e in events if e.get("kind") == "prune_failed"]
     assert failures and "permission denied" in failures[0]["error"]
+
+
+class ListingFails(LocalStore):
+    """A store whose listings of checkpoints/ fail while ``failing`` is set (a throttled or
+    unreachable bucket: reads and writes of known paths still go through)."""
+
+    failing = True
+
+    def list(self, prefix: str = ""):  # type: ignore[no-untyped-def]
+        if self.failing and prefix.strip("/") == "checkpoints":
+            raise StorageError(f"could not list {self.url}/checkpoints: SlowDown")
+        return super().list(prefix)
+
+
+def committed(ckpt: spotsafe.Checkpointer) -> list[int]:
+    return [c.step for c in ckpt.checkpoints() if c.status is Status.VALID]
+
+
+def read_events(root: Path) -> list[dict[str, object]]:
+    return [
+        json.loads(line)
+        for f in sorted(root.glob("events/**/*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+
+
+def test_failed_listings_and_deletes_never_fail_a_save_and_training_goes_on(
+    tmp_path: Path,
+) -> None:
+    store = ListingFails(tmp_path)
+    ckpt = spotsafe.Checkpointer(store, keep_last=2)
+    state, head = make_state()
+    # Every save of a guarded loop commits; the retention after each one fails to list.
+    with spotsafe.Guard(ckpt, state, every_steps=1, watchers=[], async_saves=False) as guard:
+        for _ in range(6):
+            with torch.no_grad():
+                head.weight.add_(1.0)
+            guard.step()
+    assert state.step == 6
+    store.failing = False
+    assert committed(ckpt) == [6, 5, 4, 3, 2, 1]  # nothing pruned yet
+    events = read_events(tmp_path)
+    assert not [e for e in events if e.get("kind") == "save_failed"]
+    failures = [e for e in events if e.get("kind") == "prune_failed"]
+    assert len(failures) == 6 and all("SlowDown" in str(e["error"]) for e in failures)
+    # The next save's retention, listing again, catches up.
+    state.step = 7
+    ckpt.save(state)
+    assert committed(ckpt) == [7, 6]
+    ckpt.close()
+
+
+def test_a_prune_that_crashes_does_not_fail_a_committed_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spotsafe.checkpoint import retention
+
+    def broken(state: object) -> object:
+        raise RuntimeError("a bug in retention")
+
+    monkeypatch.setattr(retention, "plan_retention", broken)
+    ckpt = spotsafe.Checkpointer(str(tmp_path), keep_last=2)
+    state, _ = make_state()
+    for step in (1, 2, 3):
+        state.step = step
+        assert ckpt.save_async(state).wait().step == step
+    ckpt.close()
+    failures = [e for e in read_events(tmp_path) if e.get("kind") == "prune_failed"]
+    assert len(failures) == 3 and failures[0]["error_type"] == "RuntimeError"

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import threading
 
-from spotsafe.checkpoint import fetch, quarantine, tree
+from spotsafe.checkpoint import fetch, quarantine
 from spotsafe.checkpoint.discovery import (
     CheckpointListing,
     Discovery,
@@ -123,6 +123,8 @@ def check_checkpoint(
 ) -> None:
     """Whether every file of the checkpoint is there with its size, every tensor's bytes
     match their hash, and the state tree decodes; raises CheckpointCorrupt if not."""
+    from spotsafe.checkpoint import tree  # numpy: only a full check needs it, not `ls`
+
     check_sizes(manifest, sizes, f"{store.url}/{directory}")
     tree.check_decodes(manifest)
     scratch = threading.local()  # one buffer per reading thread, reused run after run
