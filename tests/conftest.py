@@ -1,11 +1,18 @@
-"""Test-wide fixtures."""
+"""Test-wide fixtures, among them the one real S3-protocol server (moto) of the whole session.
+
+moto is imported inside the session fixture, so only tests that ask for S3 pay for it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.s3server import S3Server
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +33,18 @@ def memory_url() -> Iterator[str]:
     fs = fsspec.filesystem("memory")
     if fs.exists(root):
         fs.rm(root, recursive=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's ThreadedMotoServer on 127.0.0.1 and a free port, with the AWS_* environment set."""
+    from tests.support.s3server import running_s3_server
+
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh uuid-named bucket on the session's server."""
+    return s3_server.create_bucket()

@@ -2,8 +2,8 @@
 
 One home for every rule that removes a secret from text:
 
-* `redact_url` (URL user-info and secret query parameters; defined beside the store
-  interface and re-exported here);
+* `redact_url`, for a store URL: user-info and secret query parameters (the store
+  interface re-exports it);
 * `redact_text`, for any text that may carry an HTTP exchange or a credential file: the
   ``Authorization`` header, ``Credential=`` / ``Signature=``, ``X-Amz-Security-Token``,
   ``aws_secret_access_key`` / ``aws_session_token``, access key ids, URL user-info, and every
@@ -32,8 +32,6 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 
-from spotsafe.storage.base import redact_url
-
 __all__ = [
     "MASK",
     "RedactingFilter",
@@ -45,6 +43,29 @@ __all__ = [
     "register_environment",
     "register_secret",
 ]
+
+# user@ or user:secret@ right after the scheme; a secret may contain '/' (AWS secret keys
+# often do), so "user:" followed by anything up to an '@' counts too. Over-redacting a path
+# that holds ':' and '@' is harmless; leaking a key is not.
+_USERINFO = re.compile(r"(?<=://)(?:[^/@]+|[^@]*?:[^@]*)@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:sig|signature|token|key|secret|password|x-amz-[a-z-]+|sas)[^=]*=)[^&]*"
+)
+
+
+def redact_url(url: str) -> str:
+    """The URL with credentials removed, safe for logs, events and errors.
+
+    >>> redact_url("s3://AKIA:secret@bucket/run?token=abc")
+    's3://***@bucket/run?token=***'
+    >>> redact_url("s3://AKIA:se/cr/et@bucket/run")
+    's3://***@bucket/run'
+    >>> redact_url("gs://bucket/model@v2")
+    'gs://bucket/model@v2'
+    """
+    url = _USERINFO.sub("***@", url)
+    return _SECRET_QUERY.sub(r"\1***", url)
+
 
 MASK = "***"
 

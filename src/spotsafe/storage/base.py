@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Iterable
 from typing import TypeAlias
 
+from spotsafe.redact import redact_url
+
+__all__ = ["Buffer", "Store", "redact_url"]
+
 # Anything the buffer protocol accepts: bytes, bytearray, memoryview, numpy arrays.
 Buffer: TypeAlias = bytes | bytearray | memoryview
-
-# user@ or user:secret@ right after the scheme; a secret may contain '/' (AWS secret keys
-# often do), so "user:" followed by anything up to an '@' counts too. Over-redacting a path
-# that holds ':' and '@' is harmless; leaking a key is not.
-_USERINFO = re.compile(r"(?<=://)(?:[^/@]+|[^@]*?:[^@]*)@")
-_SECRET_QUERY = re.compile(
-    r"(?i)([?&](?:sig|signature|token|key|secret|password|x-amz-[a-z-]+|sas)[^=]*=)[^&]*"
-)
-
-
-def redact_url(url: str) -> str:
-    """The URL with credentials removed, safe for logs, events and errors.
-
-    >>> redact_url("s3://AKIA:secret@bucket/run?token=abc")
-    's3://***@bucket/run?token=***'
-    >>> redact_url("s3://AKIA:se/cr/et@bucket/run")
-    's3://***@bucket/run'
-    >>> redact_url("gs://bucket/model@v2")
-    'gs://bucket/model@v2'
-    """
-    url = _USERINFO.sub("***@", url)
-    return _SECRET_QUERY.sub(r"\1***", url)
 
 
 class Store(abc.ABC):
