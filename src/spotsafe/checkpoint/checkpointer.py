@@ -671,7 +671,7 @@ class Checkpointer:
                 raise CheckpointCorrupt(c.reason)
             _check_fingerprint(c.manifest, state, where, allow_config_change)
             loaded = reader.load_state(
-                self.store, c.manifest, c.path, sizes, threads=self.io_threads
+                self.store, c.manifest, c.path, sizes, threads=self.io_threads, into=state
             )
         except CheckpointCorrupt as e:
             # A file that vanished under a live writer's retention is not corruption.

@@ -1,16 +1,18 @@
-"""Fetching tensor bytes back from a store, every span checked against its hash before use.
+"""Fetching tensor bytes back from a store, every tensor checked against its hash.
 
 Torch-free: the restore (spotsafe.checkpoint.reader) hands in the memory to fill and keeps
-it; ``spotsafe verify`` (spotsafe.checkpoint.view) hands in scratch memory and keeps
-nothing. Both read the same way:
+it; ``spotsafe verify`` (spotsafe.checkpoint.view) keeps nothing. Both read the same way:
 
 - **Runs.** Tensors that lie next to each other in one data file are read by one call, up
   to ``RUN_BYTES`` (a larger tensor is a run of its own). ``io_threads`` runs are read at
   once, and the thread that read a run hashes it while the others read the next ones, so
   checking overlaps reading instead of following it.
-- **Local files** are read with ``preadv`` straight into the given memory (no intermediate
-  bytes object). Other stores read a fully used file with one ``read_into`` (S3 splits it
-  into parallel ranged GETs) and a partly used one run by run.
+- **Kept or streamed.** A run is read into memory the caller keeps, or, when the caller
+  only wants it checked, streamed through a small per-thread scratch buffer and hashed as
+  it arrives: checking a 1 GB tensor needs ``CHUNK_BYTES``, not 1 GB.
+- **Local files** are read with ``preadv`` straight into the given memory, one open file
+  per run. Other stores read a run starting at byte 0 with ``read_into`` (S3 splits it
+  into parallel ranged GETs) and any other with ``read_range``.
 
 A missing file or a wrong hash is :class:`~spotsafe.errors.CheckpointCorrupt`; the caller
 asks :func:`~spotsafe.checkpoint.discovery.still_committed` whether it was pruned instead.
@@ -18,149 +20,239 @@ asks :func:`~spotsafe.checkpoint.discovery.still_committed` whether it was prune
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+
+import xxhash
 
 from spotsafe.checkpoint import layout
 from spotsafe.checkpoint._threads import map_threads
-from spotsafe.checkpoint.manifest import Manifest
+from spotsafe.checkpoint.manifest import Manifest, TensorEntry
 from spotsafe.errors import CheckpointCorrupt, ObjectMissing, StorageError
 from spotsafe.storage import Store
 from spotsafe.storage.local import LocalStore
 
 # One read call per run of neighbouring tensors up to this size: large enough that a state
-# of many small tensors (GPT-2: 592) costs few calls, small enough that io_threads runs are
-# in flight for states of a few large files and hashing keeps pace with reading.
-RUN_BYTES = 16 * 1024 * 1024
+# of many small tensors (GPT-2: 592) costs few calls and that the kernel reads ahead in long
+# sequential streams (on the benchmark VM's disk, 4 threads reading 64 MiB runs moved 1.6
+# GB/s cold, 16 MiB runs 0.7-1.2 GB/s), small enough that io_threads runs are in flight
+# even for a state of a few large files, so hashing keeps pace with reading.
+RUN_BYTES = 64 * 1024 * 1024
 # A hole this small between two tensors a manifest uses (the file also holds tensors of a
 # checkpoint that is gone) is read along rather than splitting the run.
 GAP_BYTES = 64 * 1024
+# Scratch per reading thread when a run is only checked: the bytes pass through it.
+CHUNK_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Bytes ``[start, end)`` of one data file, holding the tensors ``members``."""
+    """Bytes ``[start, end)`` of one data file: the tensors ``members``, in offset order
+    (each one's data; the zero padding after the last one is not read)."""
 
     file: str
     start: int
     end: int
-    members: tuple[int, ...]  #: indexes into the manifest's tensors, by offset
+    members: tuple[int, ...]  #: indexes into the manifest's tensors
 
     @property
     def size(self) -> int:
         return self.end - self.start
 
 
-#: Gives the writable memory one run is read into (``run.size`` bytes).
-BufferFor = Callable[[Run], memoryview]
-#: Told that tensor ``index``'s bytes, at ``offset`` in its run's buffer, checked out.
+#: The writable memory a run is read into and kept (``run.size`` bytes), or None: only
+#: check it, keep nothing.
+BufferFor = Callable[[Run], memoryview | None]
+#: Reads a file from a byte offset into a buffer; the bytes read.
+ReadAt = Callable[[int, memoryview], int]
+#: Told that tensor ``index``'s bytes checked out; for a kept run, they are at byte
+#: ``at`` of its buffer.
 Verified = Callable[[Run, int, int], None]
 
 
-def plan_runs(manifest: Manifest, *, run_bytes: int, whole_files: bool) -> list[Run]:
-    """The reads that fetch every tensor of ``manifest``, in file and offset order.
+def plan_runs(
+    manifest: Manifest,
+    *,
+    only: Collection[int] | None = None,
+    run_bytes: int = RUN_BYTES,
+    whole_files: bool = False,
+) -> list[Run]:
+    """The reads that fetch the tensors ``only`` (default: all) of ``manifest``, in file
+    and offset order.
 
-    With ``whole_files``, a file whose bytes all belong to the manifest's tensors is one run
-    whatever its size (for stores that split a large read themselves).
+    With ``whole_files``, the tensors of one file that lie next to each other are one run
+    whatever its size (for stores that split a large read themselves); ``run_bytes=0``
+    makes every tensor a run of its own.
     """
     by_file: dict[str, list[int]] = {}
     for i, e in enumerate(manifest.tensors):
-        by_file.setdefault(e.file, []).append(i)
+        if only is None or i in only:
+            by_file.setdefault(e.file, []).append(i)
     runs: list[Run] = []
     for file, members in by_file.items():
         members.sort(key=lambda i: manifest.tensors[i].offset)
-        entries = [manifest.tensors[i] for i in members]
-        if whole_files and sum(e.span for e in entries) == manifest.files[file]:
-            runs.append(Run(file, 0, manifest.files[file], tuple(members)))
-            continue
         group: list[int] = []
-        start = end = 0
+        start = end = reach = 0  # reach: where the last member's span ends
         for i in members:
             e = manifest.tensors[i]
-            joins = group and e.offset >= end and e.offset - end <= GAP_BYTES
-            if joins and (whole_files or e.offset + e.span - start <= run_bytes):
+            joins = group and reach <= e.offset <= reach + GAP_BYTES
+            if joins and (whole_files or e.offset + e.nbytes - start <= run_bytes):
                 group.append(i)
-                end = max(end, e.offset + e.span)
-                continue
-            if group:
-                runs.append(Run(file, start, end, tuple(group)))
-            group, start, end = [i], e.offset, e.offset + e.span
+            else:
+                if group:
+                    runs.append(Run(file, start, end, tuple(group)))
+                group, start = [i], e.offset
+            end, reach = max(end, e.offset + e.nbytes), max(reach, e.offset + e.span)
         if group:
             runs.append(Run(file, start, end, tuple(group)))
     return runs
 
 
+class Source:
+    """The data files of one checkpoint, read from ``store``.
+
+    Local files are opened afresh for each run: the kernel's read-ahead follows one open
+    file's sequential reads, and threads sharing one descriptor would defeat it.
+
+    Raises (from the reads):
+        CheckpointCorrupt: a data file is missing.
+        StorageError: the store could not be read.
+    """
+
+    def __init__(self, store: Store, directory: str) -> None:
+        self.store = store
+        self.directory = directory
+        self.local = _reads_plain_files(store)
+
+    @contextlib.contextmanager
+    def file(self, file: str) -> Iterator[ReadAt]:
+        """A function that reads ``file`` from a byte offset into a buffer and returns the
+        bytes read (fewer only where the file ends early), for the reads of one run."""
+        try:
+            if not self.local:
+                yield functools.partial(self._read_store, file)
+                return
+            fd = os.open(self._path(file), os.O_RDONLY)
+        except ObjectMissing as e:
+            raise CheckpointCorrupt(f"{self.directory}: data file {file} is missing") from e
+        except FileNotFoundError as e:
+            raise CheckpointCorrupt(f"{self.directory}: data file {file} is missing") from e
+        except OSError as e:
+            raise StorageError(f"could not read {self._path(file)}: {e.strerror or e}") from e
+        try:
+            yield functools.partial(self._pread, fd, file)
+        finally:
+            os.close(fd)
+
+    def _read_store(self, file: str, start: int, out: memoryview) -> int:
+        try:
+            if start == 0:
+                self.store.read_into(file, out)  # S3: parallel ranged GETs
+                return out.nbytes
+            data = self.store.read_range(file, start, start + out.nbytes)
+        except ObjectMissing as e:
+            raise CheckpointCorrupt(f"{self.directory}: data file {file} is missing") from e
+        out[: len(data)] = data
+        return len(data)
+
+    def _pread(self, fd: int, file: str, start: int, out: memoryview) -> int:
+        got = 0
+        try:
+            while got < out.nbytes:
+                n = os.preadv(fd, [out[got:]], start + got)
+                if n == 0:
+                    break  # the file ends early: the spans come out short
+                got += n
+        except OSError as e:
+            raise StorageError(f"could not read {self._path(file)}: {e.strerror or e}") from e
+        return got
+
+    def _path(self, file: str) -> str:
+        assert isinstance(self.store, LocalStore)
+        # The manifest was validated (spotsafe.checkpoint.manifest): its paths stay inside.
+        return str(self.store.root / file)
+
+
 def fetch(
-    store: Store,
+    source: Source,
     manifest: Manifest,
-    directory: str,
+    runs: list[Run],
     *,
     threads: int,
     buffer_for: BufferFor,
     verified: Verified,
 ) -> None:
-    """Read every tensor of ``manifest`` into ``buffer_for``'s memory and check its hash.
+    """Read ``runs`` (see :func:`plan_runs`) and check every member's hash.
 
     Raises:
         CheckpointCorrupt: a data file is missing or short, or a tensor's bytes do not match.
         StorageError: the store could not be read.
     """
-    local = _reads_plain_files(store)
-    runs = plan_runs(manifest, run_bytes=RUN_BYTES, whole_files=not local)
+    scratch = threading.local()
 
     def one(run: Run) -> None:
         buf = buffer_for(run)
-        got = _read(store, run, buf, directory, local=local)
+        if buf is None:
+            if not hasattr(scratch, "buf"):
+                scratch.buf = memoryview(bytearray(CHUNK_BYTES))
+            with source.file(run.file) as read:
+                _stream(source, read, manifest, run, scratch.buf, verified)
+            return
+        with source.file(run.file) as read:
+            got = read(run.start, buf)
         for i in run.members:
             e = manifest.tensors[i]
             at = e.offset - run.start
-            if at + e.span > got or layout.hash_bytes(buf[at : at + e.nbytes]) != e.xxh3:
-                raise CheckpointCorrupt(
-                    f"{directory}: checksum mismatch in {run.file} at byte {e.offset}"
-                )
+            if at + e.nbytes > got or layout.hash_bytes(buf[at : at + e.nbytes]) != e.xxh3:
+                raise _mismatch(source, run, e)
             verified(run, i, at)
 
     map_threads(one, runs, threads)
 
 
-def _read(store: Store, run: Run, out: memoryview, directory: str, *, local: bool) -> int:
-    """Read ``run`` into ``out``; the bytes read (fewer only where the file is short)."""
-    try:
-        if local:
-            assert isinstance(store, LocalStore)
-            return _pread(store, run, out)
-        if run.start == 0:
-            store.read_into(run.file, out[: run.size])  # S3: parallel ranged GETs
-            return run.size
-        data = store.read_range(run.file, run.start, run.end)
-        out[: len(data)] = data
-        return len(data)
-    except ObjectMissing as e:
-        raise CheckpointCorrupt(f"{directory}: data file {run.file} is missing") from e
+def _stream(
+    source: Source,
+    read: ReadAt,
+    manifest: Manifest,
+    run: Run,
+    scratch: memoryview,
+    verified: Verified,
+) -> None:
+    """Check ``run`` chunk by chunk, hashing each member's bytes as they pass (the members
+    of a run do not overlap: see :func:`plan_runs`)."""
+    pending = list(run.members)
+    hasher = xxhash.xxh3_128()
+    pos = run.start
+    while pending:
+        chunk = scratch[: min(scratch.nbytes, run.end - pos)]
+        got = read(pos, chunk) if chunk.nbytes else 0
+        end = pos + got
+        while pending:
+            e = manifest.tensors[pending[0]]
+            lo, hi = max(pos, e.offset), min(end, e.offset + e.nbytes)
+            if hi > lo:
+                hasher.update(chunk[lo - pos : hi - pos])
+            if end < e.offset + e.nbytes:
+                break  # this member goes on in the next chunk
+            pad = layout.span_of(e.nbytes) - e.nbytes
+            if pad:
+                hasher.update(bytes(pad))
+            if hasher.hexdigest() != e.xxh3:
+                raise _mismatch(source, run, e)
+            verified(run, pending.pop(0), e.offset - run.start)
+            hasher.reset()
+        if pending and (got == 0 or got < chunk.nbytes):  # the file ends early
+            raise _mismatch(source, run, manifest.tensors[pending[0]])
+        pos = end
 
 
-def _pread(store: LocalStore, run: Run, out: memoryview) -> int:
-    # The manifest was validated (spotsafe.checkpoint.manifest): its paths stay in the store.
-    path = store.root / run.file
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError as e:
-        raise ObjectMissing(f"read {path}: no such file") from e
-    except OSError as e:
-        raise StorageError(f"could not read {path}: {e.strerror or e}") from e
-    try:
-        got = 0
-        while got < run.size:
-            n = os.preadv(fd, [out[got : run.size]], run.start + got)
-            if n == 0:
-                break  # the file ends early: the caller finds the spans short
-            got += n
-        return got
-    except OSError as e:
-        raise StorageError(f"could not read {path}: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
+def _mismatch(source: Source, run: Run, e: TensorEntry) -> CheckpointCorrupt:
+    where = f"{run.file} at byte {e.offset}"
+    return CheckpointCorrupt(f"{source.directory}: checksum mismatch in {where}")
 
 
 def _reads_plain_files(store: Store) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 
 from spotsafe.checkpoint import fetch, quarantine
 from spotsafe.checkpoint.discovery import (
@@ -127,19 +126,11 @@ def check_checkpoint(
 
     check_sizes(manifest, sizes, f"{store.url}/{directory}")
     tree.check_decodes(manifest)
-    scratch = threading.local()  # one buffer per reading thread, reused run after run
-
-    def buffer_for(run: fetch.Run) -> memoryview:
-        buf: bytearray | None = getattr(scratch, "buf", None)
-        if buf is None or len(buf) < run.size:
-            buf = scratch.buf = bytearray(run.size)
-        return memoryview(buf)[: run.size]
-
     fetch.fetch(
-        store,
+        fetch.Source(store, directory),
         manifest,
-        directory,
+        fetch.plan_runs(manifest),
         threads=threads,
-        buffer_for=buffer_for,
+        buffer_for=lambda run: None,  # check only: stream, keep nothing
         verified=lambda run, index, at: None,
     )
