@@ -40,6 +40,8 @@ from spotsafe.policy import (
     load_pools,
     mtbi_estimate,
 )
+from spotsafe.policy.interval import DEFAULT_PRIOR_WEIGHT
+from spotsafe.policy.pools import MAX_GRACE_S, MAX_LOST_WORK_S
 from spotsafe.state import ENV_POOL, TrainState
 from spotsafe.storage import redact_url
 
@@ -49,6 +51,13 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request, newest state durable, re
 ENV_CONFIG = "SPOTSAFE_CONFIG"
 HEARTBEAT_S = 60.0  # seconds between progress events: enough to tell progress from a hang
 MAX_SAVE_FAILURES = 3  # consecutive failed saves before the Guard stops training
+
+# Upper bounds of the Guard's settings: far above any real use, low enough that a typo (a few
+# zeros too many) is an error rather than a run that never saves or never says it is alive.
+# The times are a pool's own bounds (spotsafe.policy.pools): max_lost_work_s, grace_s.
+MAX_EVERY_STEPS = 10_000_000  # steps between saves: more than whole runs take
+MAX_EVERY_S = MAX_LOST_WORK_S  # a week between saves, the most lost work a pool allows
+MAX_HEARTBEAT_S = 86400.0  # a day between progress events
 
 
 class IntervalPolicy(Protocol):
@@ -64,6 +73,20 @@ def pool_from_env(env: dict[str, str] | None = None) -> Pool:
     return get_pool(name, load_pools(env.get(ENV_CONFIG) or None))
 
 
+def _check(name: str, value: Any, bound: float, unit: str, *, integer: bool = False) -> None:
+    """Refuse a Guard setting that is set and not in (0, bound]: not a number (bools and
+    NaN included), infinite, too small or too large. The message names all three."""
+    if value is None:
+        return
+    number = isinstance(value, int) if integer else isinstance(value, (int, float))
+    # Comparisons refuse NaN and the infinities too, and compare huge integers exactly.
+    if isinstance(value, bool) or not number or not 0 < value <= bound:
+        kind = "an integer" if integer else "a finite number"
+        raise ConfigError(
+            f"Guard: {name}={value!r} must be {kind} > 0 and at most {bound:,.0f} ({unit})"
+        )
+
+
 class Guard:
     """Wraps a training loop: checkpoints on a lost-work policy, stops cleanly on request.
 
@@ -72,15 +95,25 @@ class Guard:
         state: what to save.
         interval: a policy from :mod:`spotsafe.policy`; default ``Auto`` (Young/Daly from the
             measured save cost, capped by the pool's ``max_lost_work_s``).
-        every_steps / every_s / max_lost_work_s: shortcuts for the simple policies.
+        every_steps: save every N steps, 1 to 10,000,000 (``MAX_EVERY_STEPS``).
+        every_s: save every S seconds, > 0 and at most a week (``MAX_EVERY_S``).
+        max_lost_work_s: save as rarely as losing at most this many seconds of work allows,
+            > 0 and at most a week (a pool's bound). Give at most one of these three, or
+            ``interval``.
         exit_code: the exit status after a clean stop, 1-255 (75, EX_TEMPFAIL, by default).
         signals: the signals that request a stop (SIGTERM, SIGINT, SIGUSR1).
-        grace_s: seconds a signal leaves before the SIGKILL; default: the pool's ``grace_s``
-            (the supervisor SIGKILLs after it; keep it below Kubernetes'
-            terminationGracePeriodSeconds).
+        grace_s: seconds a signal leaves before the SIGKILL, > 0 and at most an hour (a
+            pool's bound); default: the pool's ``grace_s`` (the supervisor SIGKILLs after
+            it; keep it below Kubernetes' terminationGracePeriodSeconds).
         watchers: cloud notice watchers; None means from ``$SPOTSAFE_CLOUD``.
         async_saves: snapshot on the training thread, persist in the background.
+        heartbeat_s: seconds between progress events in the store, > 0 and at most a day
+            (``MAX_HEARTBEAT_S``).
         clock: monotonic seconds, injectable for tests.
+
+    Raises:
+        ConfigError: a setting out of its bounds (NaN and infinities included), named with
+            its value and bound, before the Guard reads the store.
 
     Leaving the block normally waits for the save in flight and saves the final state.
 
@@ -127,6 +160,11 @@ class Guard:
                 f"Guard: exit_code={exit_code!r} must be an exit status from 1 to 255: a stopped"
                 " run is not a finished one (0 would make a preemption read as success)"
             )
+        _check("every_steps", every_steps, MAX_EVERY_STEPS, "steps", integer=True)
+        _check("every_s", every_s, MAX_EVERY_S, "seconds: a week")
+        _check("max_lost_work_s", max_lost_work_s, MAX_LOST_WORK_S, "seconds: a week")
+        _check("grace_s", grace_s, MAX_GRACE_S, "seconds: an hour")
+        _check("heartbeat_s", heartbeat_s, MAX_HEARTBEAT_S, "seconds: a day")
         self.pool = pool_from_env()
         if interval is None:
             if every_steps is not None:
@@ -177,7 +215,7 @@ class Guard:
         except StorageError as e:
             log.warning("could not read the job record, using the MTBI prior: %s", e)
             return None
-        return mtbi_estimate(self.pool.mtbi_prior_s, 2.0, interruptions, runtime_s)
+        return mtbi_estimate(self.pool.mtbi_prior_s, DEFAULT_PRIOR_WEIGHT, interruptions, runtime_s)
 
     # ----------------------------------------------------------------- context
 

@@ -9,6 +9,7 @@ import torch
 
 import spotsafe
 from spotsafe.policy import get_pool, mtbi_estimate
+from spotsafe.policy.interval import DEFAULT_PRIOR_WEIGHT
 from spotsafe.storage import open_store
 
 
@@ -35,6 +36,6 @@ def test_the_jobs_interruptions_update_the_prior(tmp_path, monkeypatch: pytest.M
     end_record(store, 3, "crash", 1100.0, 1200.0)  # a crash is not an interruption
     monkeypatch.setenv("SPOTSAFE_ATTEMPT", "4")
     prior = get_pool("standard").mtbi_prior_s
-    expected = mtbi_estimate(prior, 2.0, 2, 1000.0)
+    expected = mtbi_estimate(prior, DEFAULT_PRIOR_WEIGHT, 2, 1000.0)
     assert guard(store).mtbi_s == pytest.approx(expected)
     assert expected < prior  # two interruptions in 1000 s: the interval shortens
