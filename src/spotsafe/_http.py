@@ -1,7 +1,9 @@
 """A tiny stdlib HTTP client for metadata services: one request per connection, abortable.
 
-Standard library only (http.client), so ``spotsafe.interrupt`` imports fast and pulls no
-dependency. Non-2xx answers are returned, not raised: each protocol gives 401/404 a meaning.
+Standard library only (http.client), so ``spotsafe.interrupt`` and ``spotsafe.cloud`` import
+fast and pull no dependency; it lives below both (the cloud resolver probes with it, the
+notice watchers poll with it). Non-2xx answers are returned, not raised: each protocol gives
+401/404 a meaning. A transport failure is `spotsafe.errors.MetadataUnavailable`.
 """
 
 from __future__ import annotations
@@ -14,17 +16,12 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from spotsafe.errors import MetadataUnavailable
+
 __all__ = ["Client", "MetadataUnavailable", "Response"]
 
 # A metadata answer is a few hundred bytes; cap the read so a confused peer can't flood us.
 MAX_BODY_BYTES = 1 << 20
-
-
-class MetadataUnavailable(Exception):
-    """The metadata service could not be reached, or answered something that is not the protocol.
-
-    Never a preemption: the watcher logs it once, backs off and keeps watching.
-    """
 
 
 @dataclass(frozen=True, slots=True)

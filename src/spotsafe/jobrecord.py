@@ -13,7 +13,7 @@ import json
 import math
 import re
 
-from spotsafe.errors import StorageError
+from spotsafe.errors import StaleAttempt
 from spotsafe.storage import Store
 
 JOB_DIR = "job"
@@ -47,7 +47,8 @@ def current_generation(store: Store) -> int | None:
 
 
 def check_fence(store: Store, generation: int | None) -> None:
-    """Raise StorageError when a newer attempt than `generation` has started.
+    """Raise `StaleAttempt` (a fatal StorageError) when a newer attempt than `generation`
+    has started.
 
     The Checkpointer calls this right before it writes a manifest: a stale attempt's commit
     never lands over a newer generation's. None (not under the supervisor) always passes.
@@ -60,11 +61,10 @@ def check_fence(store: Store, generation: int | None) -> None:
         return
     current = current_generation(store)
     if current is not None and current > generation:
-        raise StorageError(
+        raise StaleAttempt(
             f"{store.url}: refusing to commit a checkpoint of attempt {generation}: attempt "
             f"{current} has started since (another supervisor took the job over); this "
-            "process is stale and must stop",
-            retryable=False,
+            "process is stale and must stop"
         )
 
 

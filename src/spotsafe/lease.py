@@ -34,7 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spotsafe.errors import ConfigError, LeaseHeld, ObjectMissing, StorageError, SupervisorError
+# LeaseLost lives in spotsafe.errors with the rest of the tree; imported here so that
+# ``from spotsafe.lease import LeaseLost`` keeps working.
+from spotsafe.errors import ConfigError, LeaseHeld, LeaseLost, ObjectMissing, StorageError
 from spotsafe.policy.pools import MAX_LEASE_TTL_S
 from spotsafe.storage import Store
 
@@ -58,10 +60,6 @@ HEARTBEATS_PER_TTL = 4  # a holder misses three heartbeats before anyone may tak
 # Event.wait(1e300 / 4) raises OverflowError, which killed the thread.
 MAX_TTL_S = MAX_LEASE_TTL_S
 _ENTRY_RE = re.compile(r"^(\d{6})/(holder|released|hb-(\d{6}))\.json$")
-
-
-class LeaseLost(SupervisorError):
-    """This supervisor's lease was taken over or could not be renewed within its TTL."""
 
 
 def machine_id() -> str:

@@ -19,6 +19,10 @@ from spotsafe.interrupt import (
 
 from .metadata_servers import AwsImds, AzureImds, GcpMetadata, closed_port_url
 
+# The firmware of a machine that names no cloud: `auto` then probes the services below, on
+# a laptop and on a cloud VM alike.
+NO_FIRMWARE = Path("/nonexistent/sys/class/dmi/id")
+
 
 def env_for(aws: str, gcp_host: str, azure: str, **extra: str) -> dict[str, str]:
     return {
@@ -37,7 +41,7 @@ def nowhere(**extra: str) -> dict[str, str]:
 def test_auto_finds_nothing_quickly_when_nothing_answers() -> None:
     started = time.monotonic()
     assert detect_cloud(nowhere()) == "none"
-    assert watchers_from_env(nowhere()) == []
+    assert watchers_from_env(nowhere(), sys_class_dmi=NO_FIRMWARE) == []
     assert time.monotonic() - started < 2.0
 
 
@@ -53,21 +57,21 @@ def test_auto_gives_up_on_a_silent_service_within_the_probe_timeout() -> None:
 def test_auto_picks_aws(aws_imds: AwsImds) -> None:
     closed = closed_port_url()
     env = env_for(aws_imds.url, closed.removeprefix("http://"), closed)
-    (w,) = watchers_from_env(env)
+    (w,) = watchers_from_env(env, sys_class_dmi=NO_FIRMWARE)
     assert isinstance(w, AwsWatcher) and w.endpoint == aws_imds.url
 
 
 def test_auto_picks_gcp(gcp_metadata: GcpMetadata) -> None:
     # GCP's server answers the AWS and Azure probes too (404 with Metadata-Flavor): not them.
     env = env_for(gcp_metadata.url, gcp_metadata.host, gcp_metadata.url)
-    (w,) = watchers_from_env(env)
+    (w,) = watchers_from_env(env, sys_class_dmi=NO_FIRMWARE)
     assert isinstance(w, GcpWatcher)
     assert w.base == f"http://{gcp_metadata.host}/computeMetadata/v1/"
 
 
 def test_auto_picks_azure(azure_imds: AzureImds) -> None:
     env = env_for(azure_imds.url, azure_imds.host, azure_imds.url)  # AWS's PUT gets a 400 there
-    (w,) = watchers_from_env(env)
+    (w,) = watchers_from_env(env, sys_class_dmi=NO_FIRMWARE)
     assert isinstance(w, AzureWatcher) and w.endpoint == azure_imds.url
 
 
@@ -81,7 +85,7 @@ def test_explicit_choice_does_not_probe(value: str, kind: type) -> None:
 
 def test_none_and_stop_file(tmp_path: Path) -> None:
     env = nowhere(SPOTSAFE_CLOUD="none", SPOTSAFE_STOP_FILE=str(tmp_path / "stop"))
-    (w,) = watchers_from_env(env)
+    (w,) = watchers_from_env(env, sys_class_dmi=NO_FIRMWARE)
     assert isinstance(w, StopFileWatcher)
 
 

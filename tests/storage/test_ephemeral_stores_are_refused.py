@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,15 +71,17 @@ def link(directory: Path, name: str, device: str) -> None:
 
 
 @pytest.fixture
-def machine(tmp_path: Path) -> dict[str, Path]:
-    """Empty fake /sys/block, /dev/disk and /sys/class/dmi/id trees."""
-    dirs = {
+def machine(tmp_path: Path) -> dict[str, Any]:
+    """Empty fake /sys/block, /dev/disk and /sys/class/dmi/id trees, and metadata services
+    that do not answer (where the firmware names no cloud, the resolver would probe them)."""
+    dirs: dict[str, Any] = {
         "sys_block": tmp_path / "sys" / "block",
         "dev_disk": tmp_path / "dev" / "disk",
         "sys_class_dmi": tmp_path / "sys" / "class" / "dmi" / "id",
     }
     for d in dirs.values():
         d.mkdir(parents=True)
+    dirs["probe"] = lambda env: Cloud.NONE
     return dirs
 
 

@@ -1,8 +1,10 @@
 """The ``spotsafe`` command line: one small module per subcommand.
 
-Each subcommand parses, calls the library, and maps errors to exit codes: a user error
-(:class:`~spotsafe.errors.SpotsafeError`) prints one line — what, where, how to fix — and
-exits 2 (1 for a bad checkpoint found by ``verify``); a bug still shows its traceback.
+Each subcommand parses, calls the library, and maps errors to exit codes: a
+:class:`~spotsafe.errors.SpotsafeError` prints one line — what, where, how to fix — and exits
+75 (EX_TEMPFAIL: "try again later") when it is retryable (a network error, another
+supervisor's lease that may expire) and 2 otherwise (a user error: a bad flag, path or
+setting; 1 for a bad checkpoint found by ``verify``); a bug still shows its traceback.
 Log lines and error lines are redacted (`spotsafe.redact`); third-party loggers stay at
 WARNING unless named with ``--debug-logger`` (`spotsafe.cli._logging`).
 """
@@ -20,6 +22,18 @@ from spotsafe.errors import SpotsafeError
 from spotsafe.redact import redact_text
 
 EXIT_USER_ERROR = 2
+EXIT_RETRYABLE = 75  # EX_TEMPFAIL (sysexits.h): the same command may succeed later
+
+
+def exit_code_for(error: SpotsafeError) -> int:
+    """The exit status for `error`: 75 when it is retryable, 2 when it is the user's to fix.
+
+    Example:
+        >>> from spotsafe.errors import ConfigError, StorageError
+        >>> exit_code_for(StorageError("timeout")), exit_code_for(ConfigError("bad flag"))
+        (75, 2)
+    """
+    return EXIT_RETRYABLE if error.retryable else EXIT_USER_ERROR
 
 
 class _Group(click.Group):
@@ -28,7 +42,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SpotsafeError as e:
             click.echo(f"spotsafe: {redact_text(str(e))}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(exit_code_for(e))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -42,8 +42,10 @@ def command(
     """Run COMMAND until it succeeds, resuming from the newest checkpoint after each exit.
 
     Exit status: 0 the job succeeded; 1 a retry budget is spent (the reason is printed);
-    75 the supervisor was stopped (SIGTERM, SIGINT, a cloud notice): run it again, here or on
-    another machine, to continue the same job.
+    75 the supervisor was stopped (SIGTERM, SIGINT, a cloud notice), or could not start for a
+    reason that passes (another supervisor holds the job's lease, the store did not answer):
+    run it again, here or on another machine, to continue the same job; 2 a user error (a
+    bad flag, pool or config file).
     """
     from spotsafe.errors import ConfigError
     from spotsafe.interrupt import watchers_from_env

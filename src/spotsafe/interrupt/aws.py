@@ -16,21 +16,23 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spotsafe.interrupt._http import Client, MetadataUnavailable, Response
+from spotsafe._http import Client, MetadataUnavailable, Response
+
+# Where the metadata service is: one home for the endpoints (spotsafe.cloud probes them too).
+from spotsafe.cloud import AWS_DEFAULT_ENDPOINT
+from spotsafe.cloud import AWS_ENDPOINT_ENV as ENDPOINT_ENV
+from spotsafe.cloud import AWS_TOKEN_PATH as TOKEN_PATH
 from spotsafe.interrupt.request import StopKind, StopRequest
 from spotsafe.interrupt.watcher import PollingWatcher, logger
 
 __all__ = ["AWS_DEFAULT_ENDPOINT", "AwsWatcher"]
 
-AWS_DEFAULT_ENDPOINT = "http://169.254.169.254"
-ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"  # the name the AWS SDKs honour
 POLL_S = 5.0  # AWS recommends polling instance-action every 5 s
 TOKEN_TTL_S = 21600  # 6 h, the IMDSv2 maximum; one PUT per 6 h
 TOKEN_REFRESH_MARGIN_S = 60.0  # renew a minute before expiry rather than eat a 401
 NOTICE_S = 120.0  # AWS gives two minutes; used when `time` is missing or unreadable
 ACTIONS = ("terminate", "stop", "hibernate")
 
-TOKEN_PATH = "/latest/api/token"
 ACTION_PATH = "/latest/meta-data/spot/instance-action"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 

@@ -17,17 +17,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from spotsafe.interrupt._http import Client, MetadataUnavailable
+from spotsafe._http import Client, MetadataUnavailable
+
+# Where the metadata service is: one home for the endpoints (spotsafe.cloud probes them too).
+from spotsafe.cloud import AZURE_DEFAULT_ENDPOINT
+from spotsafe.cloud import AZURE_ENDPOINT_ENV as ENDPOINT_ENV
+from spotsafe.cloud import AZURE_NAME_PATH as NAME_PATH
 from spotsafe.interrupt.request import StopKind, StopRequest
 from spotsafe.interrupt.watcher import PollingWatcher, logger
 
 __all__ = ["AZURE_DEFAULT_ENDPOINT", "AzureWatcher"]
 
-AZURE_DEFAULT_ENDPOINT = "http://169.254.169.254"
-ENDPOINT_ENV = "SPOTSAFE_AZURE_METADATA_ENDPOINT"
 POLL_S = 1.0  # Azure suggests polling about once a second; Preempt gives >= 30 s notice
 EVENTS_PATH = "/metadata/scheduledevents?api-version=2020-07-01"
-NAME_PATH = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
 # Reboot and Redeploy also end the process, but with 15 min / 10 min notice; pass stop_on to
 # include them. Preempt (spot eviction) and Terminate are the ones that lose the VM.
 STOP_EVENT_TYPES = frozenset({"Preempt", "Terminate"})

@@ -1,70 +1,30 @@
 """Pick the notice watchers for this machine from the environment (``SPOTSAFE_CLOUD``).
 
-``auto`` (the default) probes the three metadata services in parallel with short timeouts; on a
-laptop nothing answers at 169.254.169.254 and the probes end within about ``probe_timeout_s``.
+Which cloud this is comes from :func:`spotsafe.cloud.resolve_cloud`, the resolver the
+durability check uses too, so the two never disagree: ``$SPOTSAFE_CLOUD``, then the
+firmware's strings, then (``auto``, the default, on a machine whose firmware names no cloud)
+the three metadata services probed in parallel with short timeouts; on a laptop nothing
+answers at 169.254.169.254 and the probes end within about ``probe_timeout_s``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-from spotsafe.errors import ConfigError
+from spotsafe import cloud
+from spotsafe.cloud import CLOUD_ENV, CLOUDS, SYS_CLASS_DMI, Cloud, Prober, resolve_cloud
 from spotsafe.interrupt import aws, azure, gcp
-from spotsafe.interrupt._http import Client, MetadataUnavailable
 from spotsafe.interrupt.signals import DEFAULT_GRACE_S
 from spotsafe.interrupt.stopfile import StopFileWatcher
 from spotsafe.interrupt.watcher import Watcher, logger
 
 __all__ = ["CLOUDS", "CLOUD_ENV", "detect_cloud", "watchers_from_env"]
 
-CLOUD_ENV = "SPOTSAFE_CLOUD"
-CLOUDS = ("aws", "gcp", "azure", "none", "auto")
-PROBE_TIMEOUT_S = 0.3  # per probe request; a metadata service answers in a few ms
-# google-auth probes the IP, not metadata.google.internal: a DNS lookup on a laptop can hang
-# for seconds and is not bounded by a socket timeout.
-GCP_PROBE_HOST = "169.254.169.254"
-
-
-def _probe_aws(env: Mapping[str, str], timeout_s: float) -> bool:
-    base = (env.get(aws.ENDPOINT_ENV) or aws.AWS_DEFAULT_ENDPOINT).rstrip("/")
-    http = Client(timeout_s=timeout_s)
-    resp = http.request(
-        "PUT", base + aws.TOKEN_PATH, headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}
-    )
-    if resp.header("Metadata-Flavor") is not None:
-        return False  # GCP's server answers every path with this header
-    if resp.status == 200 and resp.body.strip():
-        return True
-    if resp.status in (403, 404, 405):  # IMDSv1 only: the instance-id GET still answers
-        resp = http.request("GET", base + "/latest/meta-data/instance-id")
-        return resp.status == 200 and resp.header("Metadata-Flavor") is None
-    return False
-
-
-def _probe_gcp(env: Mapping[str, str], timeout_s: float) -> bool:
-    host = env.get(gcp.HOST_ENV) or GCP_PROBE_HOST
-    resp = Client(timeout_s=timeout_s).request(
-        "GET", f"http://{host}/computeMetadata/v1/", headers={"Metadata-Flavor": "Google"}
-    )
-    return resp.header("Metadata-Flavor") == "Google"
-
-
-def _probe_azure(env: Mapping[str, str], timeout_s: float) -> bool:
-    base = (env.get(azure.ENDPOINT_ENV) or azure.AZURE_DEFAULT_ENDPOINT).rstrip("/")
-    resp = Client(timeout_s=timeout_s).request(
-        "GET", base + azure.NAME_PATH, headers={"Metadata": "true"}
-    )
-    return resp.status == 200 and bool(resp.body.strip()) and resp.header("Metadata-Flavor") is None
-
-
-_PROBES: dict[str, Callable[[Mapping[str, str], float], bool]] = {
-    "aws": _probe_aws,
-    "gcp": _probe_gcp,
-    "azure": _probe_azure,
-}
+PROBE_TIMEOUT_S = cloud.PROBE_TIMEOUT_S
 
 
 def detect_cloud(
@@ -72,9 +32,9 @@ def detect_cloud(
 ) -> str:
     """Which cloud's metadata service answers here: ``"aws"``, ``"gcp"``, ``"azure"`` or ``"none"``.
 
-    Probes all three in parallel daemon threads and waits at most about two probe timeouts
-    (the AWS probe may need two requests). If several answer, the first of aws, gcp, azure
-    wins.
+    Only the probe (:func:`spotsafe.cloud.probe_metadata`), asked afresh; the watchers ask
+    :func:`spotsafe.cloud.resolve_cloud`, which looks at ``$SPOTSAFE_CLOUD`` and the firmware
+    first.
 
     Example:
         >>> detect_cloud({"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1",
@@ -82,31 +42,7 @@ def detect_cloud(
         ...               "SPOTSAFE_AZURE_METADATA_ENDPOINT": "http://127.0.0.1:1"})
         'none'
     """
-    found: dict[str, bool] = {}
-
-    def run(name: str, probe: Callable[[Mapping[str, str], float], bool]) -> None:
-        try:
-            found[name] = probe(env, probe_timeout_s)
-        except MetadataUnavailable as e:
-            logger.debug("probe %s: %s", name, e)
-            found[name] = False
-
-    threads = [
-        threading.Thread(target=run, args=(n, p), name=f"spotsafe-probe-{n}", daemon=True)
-        for n, p in _PROBES.items()
-    ]
-    for t in threads:
-        t.start()
-    # The probes run side by side, so this waits for the slowest, bounded by two requests'
-    # timeouts plus thread start-up; a probe still stuck after that (e.g. in DNS) is abandoned.
-    end = time.monotonic() + 2 * probe_timeout_s + 0.2
-    for t in threads:
-        t.join(max(0.0, end - time.monotonic()))
-    snapshot = dict(found)  # each thread writes one key once; dict.copy is atomic under the GIL
-    for name in _PROBES:
-        if snapshot.get(name):
-            return name
-    return "none"
+    return cloud.probe_metadata(env, timeout_s=probe_timeout_s).value
 
 
 def watchers_from_env(
@@ -117,9 +53,11 @@ def watchers_from_env(
     grace_s: float = DEFAULT_GRACE_S,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
+    sys_class_dmi: Path = SYS_CLASS_DMI,
+    probe: Prober | None = None,
 ) -> list[Watcher]:
-    """The watchers this environment asks for: one cloud (per ``SPOTSAFE_CLOUD``) and the stop
-    file (``SPOTSAFE_STOP_FILE``), if set.
+    """The watchers this environment asks for: one for the cloud this machine is on (per
+    :func:`spotsafe.cloud.resolve_cloud`) and the stop file (``SPOTSAFE_STOP_FILE``), if set.
 
     Args:
         env: Environment to read.
@@ -128,6 +66,8 @@ def watchers_from_env(
         grace_s: Deadline of a stop-file request, seconds after it appears.
         clock: Monotonic clock, in seconds.
         wall_clock: Wall clock, seconds since the epoch.
+        sys_class_dmi: Where the kernel exposes the firmware's strings.
+        probe: How the metadata services are asked when the firmware names no cloud.
 
     Raises:
         ConfigError: ``SPOTSAFE_CLOUD`` is not one of aws, gcp, azure, none, auto.
@@ -136,23 +76,18 @@ def watchers_from_env(
         >>> watchers_from_env({"SPOTSAFE_CLOUD": "none"})
         []
     """
-    choice = (env.get(CLOUD_ENV) or "auto").strip().lower()
-    if choice not in CLOUDS:
-        raise ConfigError(
-            f"{CLOUD_ENV}={env.get(CLOUD_ENV)!r} is not a cloud spotsafe watches; "
-            f"valid values: {', '.join(CLOUDS)}"
-        )
-    if choice == "auto":
-        choice = detect_cloud(env, probe_timeout_s=probe_timeout_s)
-        logger.info("%s=auto: watching %s", CLOUD_ENV, choice)
+    if probe is None and probe_timeout_s != PROBE_TIMEOUT_S:
+        probe = functools.partial(cloud.probe_metadata, timeout_s=probe_timeout_s)
+    where = resolve_cloud(env=env, sys_class_dmi=sys_class_dmi, probe=probe)
+    logger.debug("%s: watching %s", CLOUD_ENV, where.value)
     watchers: list[Watcher] = []
-    if choice == "aws":
+    if where is Cloud.AWS:
         watchers.append(
             aws.AwsWatcher.from_env(env, timeout_s=timeout_s, clock=clock, wall_clock=wall_clock)
         )
-    elif choice == "gcp":
+    elif where is Cloud.GCP:
         watchers.append(gcp.GcpWatcher.from_env(env, timeout_s=timeout_s, clock=clock))
-    elif choice == "azure":
+    elif where is Cloud.AZURE:
         watchers.append(
             azure.AzureWatcher.from_env(
                 env, timeout_s=timeout_s, clock=clock, wall_clock=wall_clock

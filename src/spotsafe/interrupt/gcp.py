@@ -15,14 +15,16 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spotsafe.interrupt._http import Client, MetadataUnavailable, Response
+from spotsafe._http import Client, MetadataUnavailable, Response
+
+# Where the metadata service is: one home for the endpoints (spotsafe.cloud probes them too).
+from spotsafe.cloud import GCP_DEFAULT_HOST
+from spotsafe.cloud import GCP_HOST_ENV as HOST_ENV
 from spotsafe.interrupt.request import StopKind, StopRequest
 from spotsafe.interrupt.watcher import PollingWatcher
 
 __all__ = ["GCP_DEFAULT_HOST", "GcpWatcher"]
 
-GCP_DEFAULT_HOST = "metadata.google.internal"
-HOST_ENV = "GCE_METADATA_HOST"  # host[:port], the name google-auth honours
 PREEMPT_NOTICE_S = 30.0  # GCP: preempted turns TRUE 30 s before the ACPI shutdown
 MAINTENANCE_NOTICE_S = 60.0  # GCP: 60 s notice before a TERMINATE_ON_HOST_MAINTENANCE
 HANG_S = 5  # hanging GET timeout_sec; bounds how late other watchers in the thread are polled

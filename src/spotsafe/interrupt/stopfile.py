@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from spotsafe.interrupt._http import MetadataUnavailable
+from spotsafe._http import MetadataUnavailable
 from spotsafe.interrupt.request import StopKind, StopRequest
 from spotsafe.interrupt.signals import DEFAULT_GRACE_S
 from spotsafe.interrupt.watcher import PollingWatcher

@@ -15,16 +15,20 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from spotsafe.interrupt._http import MetadataUnavailable
+from spotsafe.backoff import Backoff
+from spotsafe.errors import MetadataUnavailable
 from spotsafe.interrupt.request import StopFlag, StopKind, StopRequest
 
-__all__ = ["Backoff", "NoticeWatcher", "Poll", "PollingWatcher", "Watcher"]
+__all__ = ["NoticeWatcher", "Poll", "PollingWatcher", "Watcher"]
 
 logger = logging.getLogger("spotsafe.interrupt")
 
 # Longest pause between two polls of a failing service, in seconds: long enough not to hammer
 # a service that is not there, short enough to still catch AWS's 2-minute notice.
 MAX_BACKOFF_S = 30.0
+# After an unexpected error (a bug) in a poll: 1 s doubling to MAX_BACKOFF_S. No jitter: each
+# process polls its own machine's service, there is no herd to spread.
+BUG_BACKOFF = Backoff(initial_s=1.0, max_s=MAX_BACKOFF_S, jitter=0.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,31 +48,6 @@ class Poll:
     def __post_init__(self) -> None:
         if not self.next_poll_s >= 0:
             raise ValueError(f"Poll.next_poll_s must be >= 0 seconds, got {self.next_poll_s!r}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
-    """Delay before the next poll after ``failures`` consecutive failures: doubling, capped.
-
-    Example:
-        >>> [Backoff(initial_s=5.0, cap_s=30.0).delay_s(n) for n in (1, 2, 3, 4)]
-        [5.0, 10.0, 20.0, 30.0]
-    """
-
-    initial_s: float
-    """Delay after the first failure, in seconds (the normal poll interval)."""
-    cap_s: float = MAX_BACKOFF_S
-    """Longest delay, in seconds."""
-
-    def __post_init__(self) -> None:
-        if not self.initial_s > 0:
-            raise ValueError(f"Backoff.initial_s must be > 0 seconds, got {self.initial_s!r}")
-        if not self.cap_s >= self.initial_s:
-            raise ValueError(f"Backoff.cap_s must be >= initial_s, got {self.cap_s!r}")
-
-    def delay_s(self, failures: int) -> float:
-        """Seconds to wait after ``failures`` (>= 1) consecutive failures."""
-        return float(min(self.cap_s, self.initial_s * 2.0 ** min(max(failures - 1, 0), 30)))
 
 
 @runtime_checkable
@@ -103,7 +82,10 @@ class PollingWatcher:
         if not interval_s > 0:
             raise ValueError(f"{type(self).__name__} interval_s must be > 0, got {interval_s!r}")
         self.interval_s = interval_s
-        self.backoff = Backoff(initial_s=interval_s, cap_s=max(MAX_BACKOFF_S, interval_s))
+        # A failing service: the normal interval, doubling to MAX_BACKOFF_S (spotsafe.backoff).
+        self.backoff = Backoff(
+            initial_s=interval_s, max_s=max(MAX_BACKOFF_S, interval_s), jitter=0.0
+        )
         self.clock = clock
         self.failures = 0
         """Consecutive failed polls; 0 while the service answers."""
@@ -285,7 +267,7 @@ class NoticeWatcher:
                     self.loop_errors[w.name] = e
                     if failures[i] == 1:
                         logger.exception("%s: unexpected error while polling", w.name)
-                    result = Poll(next_poll_s=Backoff(initial_s=1.0).delay_s(failures[i]))
+                    result = Poll(next_poll_s=BUG_BACKOFF.delay_s(failures[i]))
                 for r in result.requests:
                     self.flag.request(r)
                 due[i] = self._clock() + result.next_poll_s

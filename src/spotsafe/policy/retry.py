@@ -43,16 +43,21 @@ Example:
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+# The backoff is shared with every other part that retries (the S3 store, the uploader, the
+# watchers): it lives below them all, in spotsafe.backoff, and is re-exported here.
+from spotsafe.backoff import MAX_DELAY_S, MAX_MULTIPLIER, Backoff, Rng
 from spotsafe.errors import ConfigError
 
 if TYPE_CHECKING:
     from spotsafe.policy.pools import Pool
 
 __all__ = [
+    "MAX_BUDGET",
+    "MAX_DELAY_S",
+    "MAX_MULTIPLIER",
     "PREEMPTED_EXIT_CODE",
     "AttemptRecord",
     "Backoff",
@@ -79,8 +84,7 @@ _SHELL_SIGNAL_BASE = 128  # a shell (and a container runtime) reports death by s
 # Upper bounds of the knobs (the pools use the same): past them a value is a mistake, and a
 # huge finite one is not harmless (a 1e300 s backoff waits for ever).
 MAX_BUDGET = 10**6  # restarts
-MAX_DELAY_S = 86400.0  # a day
-MAX_MULTIPLIER = 100.0
+DEFAULT_BACKOFF = Backoff()  # 10 s doubling to 10 min, half jitter: the standard pool's
 
 
 class ExitClass(enum.Enum):
@@ -247,74 +251,6 @@ class RetryState:
         return sum(1 for r in self.attempts if r.exit_class in _INTERRUPTIONS)
 
 
-class Rng(Protocol):
-    """The randomness a policy needs: `random.Random` fits; tests pass a fixed one."""
-
-    def random(self) -> float:
-        """A float in [0, 1)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
-    """Exponential backoff with jitter: min(max_s, initial_s·multiplier^(n−1))·(1 − jitter·u).
-
-    u is uniform in [0, 1) from the injected rng, so a delay never exceeds the cap and
-    ``jitter=1`` is AWS's "full jitter"; jitter spreads restarts of many jobs reclaimed at once.
-
-    Example:
-        >>> class Fixed:
-        ...     def random(self) -> float:
-        ...         return 0.5
-        >>> Backoff(initial_s=10, max_s=60, multiplier=2, jitter=0.5).delay_s(3, rng=Fixed())
-        30.0
-    """
-
-    initial_s: float = 10.0
-    """Delay of the first restart in a streak, before jitter (s, 0 to 86400)."""
-    max_s: float = 600.0
-    """Upper bound of a delay (s, initial_s to 86400: a day)."""
-    multiplier: float = 2.0
-    """Growth per further restart in the streak (1 to 100)."""
-    jitter: float = 0.5
-    """Fraction of the delay drawn at random and taken off, in [0, 1]."""
-
-    def __post_init__(self) -> None:
-        for name, bound in (("initial_s", MAX_DELAY_S), ("max_s", MAX_DELAY_S),
-                            ("multiplier", MAX_MULTIPLIER), ("jitter", 1.0)):  # fmt: skip
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or not 0 <= value <= bound
-            ):
-                raise ConfigError(
-                    f"{name} = {value!r}: must be a finite number >= 0 and <= {bound:g}"
-                )
-        if self.max_s < self.initial_s:
-            raise ConfigError(f"max_s = {self.max_s!r}: must be >= initial_s ({self.initial_s!r})")
-        if self.multiplier < 1:
-            raise ConfigError(f"multiplier = {self.multiplier!r}: must be >= 1")
-        if self.jitter > 1:
-            raise ConfigError(f"jitter = {self.jitter!r}: must be in [0, 1]")
-
-    def base_s(self, streak: int) -> float:
-        """The delay of the `streak`-th restart in a row (1-based), before jitter."""
-        exponent = max(streak, 1) - 1
-        if self.initial_s == 0 or exponent == 0 or self.multiplier == 1:
-            return min(self.initial_s, self.max_s)
-        # Compare in log space: multiplier ** exponent overflows a float long before the
-        # streaks a large preemption budget allows.
-        if exponent * math.log(self.multiplier) >= math.log(self.max_s / self.initial_s):
-            return self.max_s
-        return min(self.max_s, self.initial_s * self.multiplier**exponent)
-
-    def delay_s(self, streak: int, *, rng: Rng) -> float:
-        """The jittered delay of the `streak`-th restart in a row, in seconds."""
-        return self.base_s(streak) * (1.0 - self.jitter * rng.random())
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Restart:
     """Start the next attempt after `after_s` seconds.
@@ -395,11 +331,11 @@ class RetryPolicy:
     """Restarts allowed after CRASH attempts, over the whole job (<= 10^6)."""
     max_no_progress: int = 3
     """Restarts allowed after NO_PROGRESS attempts in a row (<= 10^6)."""
-    preemption_backoff: Backoff = Backoff()
+    preemption_backoff: Backoff = DEFAULT_BACKOFF
     """Delays after preemptions and unclean kills."""
-    failure_backoff: Backoff = Backoff()
+    failure_backoff: Backoff = DEFAULT_BACKOFF
     """Delays after crashes."""
-    no_progress_backoff: Backoff = Backoff()
+    no_progress_backoff: Backoff = DEFAULT_BACKOFF
     """Delays after attempts without progress."""
     on_demand_after: int | None = None
     """Interruptions after which restarts carry ``on_demand=True`` (<= 10^6); None: never."""

@@ -21,8 +21,11 @@ cloud VM (a laptop, CI, on-premises) it is UNKNOWN with a warning, because it us
 the process but may be cleaned at reboot. A tmpfs ``/tmp`` is EPHEMERAL everywhere.
 
 Everything read from the machine (``/proc/self/mountinfo``, ``/sys/block``, ``/dev/disk``,
-``/sys/class/dmi/id``) is a parameter, so tests describe a machine with fixture text and
-directories. Nothing here touches the network. Standard library only.
+``/sys/class/dmi/id``, the metadata probe) is a parameter, so tests describe a machine with
+fixture text and directories. Which cloud the machine is on comes from
+:func:`spotsafe.cloud.resolve_cloud`, the resolver the notice watchers use too: where the
+firmware names no cloud it asks the metadata services, once per process. Standard library
+only.
 
 What the device rules rest on (checked against public sources, not on real VMs here):
 
@@ -53,23 +56,43 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+# Which cloud the machine is on is decided in one place for all of spotsafe (the notice
+# watchers ask the same resolver); the names are re-exported here for this module's users.
+from spotsafe.cloud import (
+    AZURE_ASSET_TAG,
+    SYS_CLASS_DMI,
+    Cloud,
+    Prober,
+    detect_cloud_from_dmi,
+    resolve_cloud,
+)
 from spotsafe.errors import ConfigError, EphemeralStoreError
 from spotsafe.storage.base import redact_url
+
+__all__ = [
+    "AZURE_ASSET_TAG",
+    "Cloud",
+    "Durability",
+    "Mount",
+    "Verdict",
+    "allow_ephemeral_from_env",
+    "check_store_durable",
+    "classify_location",
+    "detect_cloud_from_dmi",
+    "find_mount",
+    "parse_mountinfo",
+    "resolve_cloud",
+    "resolve_location",
+]
 
 logger = logging.getLogger("spotsafe.storage")
 _warned: set[str] = set()  # stores already warned about in this process
 
 ENV_ALLOW_EPHEMERAL = "SPOTSAFE_ALLOW_EPHEMERAL"
-ENV_CLOUD = "SPOTSAFE_CLOUD"
 
 PROC_MOUNTINFO = Path("/proc/self/mountinfo")
 SYS_BLOCK = Path("/sys/block")
 DEV_DISK = Path("/dev/disk")
-SYS_CLASS_DMI = Path("/sys/class/dmi/id")
-
-# The SMBIOS chassis asset tag every Azure VM carries; on-premises Hyper-V shares Azure's
-# vendor and product strings, so this is what tells them apart.
-AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -103,15 +126,6 @@ class Durability(enum.Enum):
     DURABLE = "durable"
     EPHEMERAL = "ephemeral"
     UNKNOWN = "unknown"
-
-
-class Cloud(enum.Enum):
-    """The cloud a machine runs on, as far as its firmware tells."""
-
-    AWS = "aws"
-    GCP = "gcp"
-    AZURE = "azure"
-    NONE = "none"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,68 +256,6 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace").strip()
     except OSError:
         return ""
-
-
-def detect_cloud_from_dmi(sys_class_dmi: Path = SYS_CLASS_DMI) -> Cloud:
-    """The cloud this machine runs on, from the SMBIOS strings the kernel exposes.
-
-    Cheap (a few small file reads) and offline: no metadata service is asked. Returns
-    ``Cloud.NONE`` where the strings are missing or unrecognised (a laptop, a container
-    without ``/sys/class/dmi``, another cloud).
-
-    Example:
-        >>> detect_cloud_from_dmi(Path("/nonexistent"))
-        <Cloud.NONE: 'none'>
-    """
-    sys_vendor = _read(sys_class_dmi / "sys_vendor")
-    product_name = _read(sys_class_dmi / "product_name")
-    bios_vendor = _read(sys_class_dmi / "bios_vendor")
-    bios_version = _read(sys_class_dmi / "bios_version")
-    asset_tag = _read(sys_class_dmi / "chassis_asset_tag")
-    # Nitro instances say "Amazon EC2"; older Xen ones only end their BIOS version in ".amazon".
-    if "Amazon EC2" in (sys_vendor, bios_vendor) or bios_version.lower().endswith(".amazon"):
-        return Cloud.AWS
-    if product_name == "Google Compute Engine" or sys_vendor == "Google":
-        return Cloud.GCP
-    if asset_tag == AZURE_ASSET_TAG:
-        return Cloud.AZURE
-    # Without a readable asset tag, Hyper-V's strings are the best hint left; they also match
-    # on-premises Hyper-V, which only costs a warning or a /tmp refusal there.
-    if (
-        not asset_tag
-        and sys_vendor == "Microsoft Corporation"
-        and product_name == "Virtual Machine"
-    ):
-        return Cloud.AZURE
-    return Cloud.NONE
-
-
-def resolve_cloud(
-    cloud: Cloud | str | None = None,
-    *,
-    env: Mapping[str, str] = os.environ,
-    sys_class_dmi: Path = SYS_CLASS_DMI,
-) -> Cloud:
-    """``cloud`` as a :class:`Cloud`; None means ``$SPOTSAFE_CLOUD``, where unset "auto".
-
-    "auto" reads the machine's firmware strings (:func:`detect_cloud_from_dmi`).
-
-    Example:
-        >>> resolve_cloud("gcp")
-        <Cloud.GCP: 'gcp'>
-    """
-    if isinstance(cloud, Cloud):
-        return cloud
-    source = "cloud=" if cloud is not None else f"${ENV_CLOUD}="
-    text = (cloud if cloud is not None else env.get(ENV_CLOUD, "")).strip().lower()
-    if text in ("", "auto"):
-        return detect_cloud_from_dmi(sys_class_dmi)
-    try:
-        return Cloud(text)
-    except ValueError:
-        raise ConfigError(
-            f"{source}{text!r} is not a cloud spotsafe knows: use aws, gcp, azure, none or auto"
-        ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -459,6 +411,7 @@ def classify_location(
     sys_block: Path = SYS_BLOCK,
     dev_disk: Path = DEV_DISK,
     sys_class_dmi: Path = SYS_CLASS_DMI,
+    probe: Prober | None = None,
 ) -> Verdict:
     """Whether the local ``path`` survives this machine, from its mount and device.
 
@@ -468,11 +421,14 @@ def classify_location(
     Args:
         path: A local path; it need not exist yet.
         mountinfo_text: The mount table; None reads ``/proc/self/mountinfo``.
-        cloud: The cloud to assume; None reads ``$SPOTSAFE_CLOUD`` and then the firmware.
-        env: Environment variables (``SPOTSAFE_CLOUD``, ``TMPDIR``).
+        cloud: The cloud to assume; None asks :func:`spotsafe.cloud.resolve_cloud`
+            (``$SPOTSAFE_CLOUD``, then the firmware, then the metadata services): the same
+            answer the notice watchers get.
+        env: Environment variables (``SPOTSAFE_CLOUD``, ``TMPDIR``, metadata endpoints).
         sys_block: Where the kernel lists block devices.
         dev_disk: Where udev links disks by id and label.
         sys_class_dmi: Where the kernel exposes the firmware's strings.
+        probe: How the metadata services are asked (see ``resolve_cloud``).
 
     Example:
         >>> table = "1 0 0:5 / /dev/shm rw - tmpfs tmpfs rw"
@@ -480,7 +436,7 @@ def classify_location(
         <Durability.EPHEMERAL: 'ephemeral'>
     """
     location = resolve_location(path)
-    where = resolve_cloud(cloud, env=env, sys_class_dmi=sys_class_dmi)
+    where = resolve_cloud(cloud, env=env, sys_class_dmi=sys_class_dmi, probe=probe)
     on_cloud = where is not Cloud.NONE
     vm = f"{where.name} VM" if on_cloud else ""
     if mountinfo_text is None:
@@ -634,6 +590,7 @@ def check_store_durable(
     sys_block: Path = SYS_BLOCK,
     dev_disk: Path = DEV_DISK,
     sys_class_dmi: Path = SYS_CLASS_DMI,
+    probe: Prober | None = None,
 ) -> Verdict:
     """Refuse a store that would vanish with the machine; warn about one of unknown lifetime.
 
@@ -651,6 +608,7 @@ def check_store_durable(
         sys_block: See :func:`classify_location`.
         dev_disk: See :func:`classify_location`.
         sys_class_dmi: See :func:`classify_location`.
+        probe: See :func:`classify_location`.
 
     Returns:
         The verdict, for callers that record it.
@@ -676,6 +634,7 @@ def check_store_durable(
             sys_block=sys_block,
             dev_disk=dev_disk,
             sys_class_dmi=sys_class_dmi,
+            probe=probe,
         )
     if verdict.kind is Durability.EPHEMERAL:
         if not allowed:

@@ -10,10 +10,11 @@ commit needs; a failed upload is aborted so that no parts are left behind.
 Retries are ours, not botocore's: botocore's retry jitter draws from python's global
 ``random`` module, so a retried request would shift the training's random stream and break
 bitwise-exact resume. The client is built with ``total_max_attempts=1`` and every request
-goes through one retry loop that draws its jitter from a private ``random.Random`` seeded
-from ``os.urandom``. Transient failures (5xx, SlowDown, throttling, resets, timeouts) are
-retried with capped exponential backoff for at most ``retry_deadline_s`` per request;
-permission and missing-bucket errors fail at once with a hint.
+goes through spotsafe's one retry loop (`spotsafe.backoff.retry_call`), which draws its
+jitter from a private ``random.Random`` seeded from ``os.urandom``. Transient failures (5xx,
+SlowDown, throttling, resets, timeouts) are retried with capped exponential backoff for at
+most ``retry_deadline_s`` per request; permission and missing-bucket errors fail at once
+with a hint.
 
 Credentials come from botocore's usual chain (environment, profile, SSO, IMDS, ...), and
 ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` select an S3-compatible endpoint. They never
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from spotsafe.backoff import Backoff, retry_call
 from spotsafe.errors import ConfigError, ObjectMissing, StorageError
 from spotsafe.redact import redact_text, redact_url, register_environment, register_secret
 from spotsafe.storage.base import Buffer, Store
@@ -203,10 +205,16 @@ class S3Options:
                 )
         return cls(**options)
 
-    def backoff_s(self, attempt: int, rng: random.Random) -> float:
-        """The pause before retry number ``attempt`` (1-based): full jitter, capped."""
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
-        return rng.uniform(0.0, ceiling)
+    @property
+    def backoff(self) -> Backoff:
+        """The pauses between tries of one request: doubling from ``backoff_base_s``, capped
+        at ``backoff_max_s``, with full jitter (spotsafe.backoff, shared by every retry)."""
+        return Backoff(
+            initial_s=min(self.backoff_base_s, self.backoff_max_s),
+            max_s=self.backoff_max_s,
+            multiplier=2.0,
+            jitter=1.0,
+        )
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -295,6 +303,17 @@ def _error_code(e: BaseException) -> tuple[str, int | None]:
     return code, status if isinstance(status, int) else None
 
 
+class _LockedRng:
+    """One rng shared by the threads of a store: a draw at a time."""
+
+    def __init__(self, rng: random.Random, lock: threading.Lock) -> None:
+        self._rng, self._lock = rng, lock
+
+    def random(self) -> float:
+        with self._lock:
+            return self._rng.random()
+
+
 class _PartCancelled(StorageError):
     """A part that stopped because another part of the same upload failed."""
 
@@ -337,6 +356,7 @@ class S3Store(Store):
         # Never the module-level random: see the module docstring.
         self._rng = rng if rng is not None else random.Random(os.urandom(16))
         self._rng_lock = threading.Lock()
+        self._locked_rng = _LockedRng(self._rng, self._rng_lock)
         self._next_progress_s = -math.inf  # when the next "still retrying" line may be logged
         register_environment()  # AWS_* keys set after spotsafe was imported count too
         self._redact = redact_text  # known keys and secret shapes (spotsafe.redact)
@@ -475,30 +495,36 @@ class S3Store(Store):
     def _retry(self, what: str, fn: Callable[[int], T]) -> T:
         """``fn(attempt)`` until it succeeds, fails fatally, or ``retry_deadline_s`` passes."""
         opts = self.options
-        start = self._clock()
-        attempt = 1
-        while True:
-            try:
-                return fn(attempt)
-            except Exception as e:
-                err = self._classify(e, what)
-                if not err.retryable:
-                    raise err from e
-                with self._rng_lock:
-                    delay = opts.backoff_s(attempt, self._rng)
-                elapsed = self._clock() - start
-                if elapsed + delay > opts.retry_deadline_s:
-                    raise StorageError(
-                        f"{err} (gave up after {attempt} attempt(s) in {elapsed:.1f} s:"
-                        f" retry_deadline_s={opts.retry_deadline_s:g})",
-                        retryable=True,
-                    ) from e
-                log.debug("%s; retry %d in %.2f s", err, attempt, delay)
-                self._report_retrying(what, elapsed, err)
-                self._sleep(delay)
-                attempt += 1
 
-    def _report_retrying(self, what: str, elapsed_s: float, err: StorageError) -> None:
+        def attempt(n: int) -> T:
+            try:
+                return fn(n)
+            except Exception as e:
+                raise self._classify(e, what) from e
+
+        def retrying(err: Exception, n: int, delay_s: float, elapsed_s: float) -> None:
+            log.debug("%s; retry %d in %.2f s", err, n, delay_s)
+            self._report_retrying(what, elapsed_s, err)
+
+        def give_up(err: Exception, n: int, elapsed_s: float) -> StorageError:
+            return StorageError(
+                f"{err} (gave up after {n} attempt(s) in {elapsed_s:.1f} s:"
+                f" retry_deadline_s={opts.retry_deadline_s:g})",
+                retryable=True,
+            )
+
+        return retry_call(
+            attempt,
+            backoff=opts.backoff,
+            deadline_s=opts.retry_deadline_s,
+            clock=self._clock,
+            sleep=self._sleep,
+            rng=self._locked_rng,
+            on_retry=retrying,
+            on_give_up=give_up,
+        )
+
+    def _report_retrying(self, what: str, elapsed_s: float, err: Exception) -> None:
         """Say that a request keeps failing, once it has for a while; one line per
         ``RETRY_PROGRESS_EVERY_S`` per store, however many requests retry at once."""
         if elapsed_s < RETRY_PROGRESS_AFTER_S:

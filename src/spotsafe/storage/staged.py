@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from spotsafe.backoff import Backoff, Rng
 from spotsafe.errors import StorageError
 from spotsafe.storage.base import Buffer, Store
 from spotsafe.storage.local import LocalStore
@@ -35,7 +36,9 @@ from spotsafe.storage.local import LocalStore
 log = logging.getLogger("spotsafe.storage")
 
 UPLOAD_CHUNK = 16 * 1024 * 1024  # bytes read from staging per write chunk (an S3 part)
-RETRY_S = (1.0, 30.0)  # backoff between tries of a failed upload: first, most (seconds)
+# Pauses between tries of a failed upload: 1 s doubling to 30 s. No jitter: one uploader per
+# process retries one file, in order; there is no herd to spread.
+UPLOAD_BACKOFF = Backoff(initial_s=1.0, max_s=30.0, multiplier=2.0, jitter=0.0)
 
 
 class StagedStore(Store):
@@ -46,6 +49,8 @@ class StagedStore(Store):
         staging: a fast local directory (it may be ephemeral: nothing is lost when it is, as
             long as :meth:`flush` ran before the machine went away).
         sleep: injectable, for tests.
+        backoff: the pauses between tries of a failed upload (spotsafe.backoff).
+        rng: the jitter's randomness, needed only when `backoff` has jitter.
     """
 
     def __init__(
@@ -54,8 +59,12 @@ class StagedStore(Store):
         staging: str | os.PathLike[str],
         *,
         sleep: Callable[[float], object] | None = None,
+        backoff: Backoff = UPLOAD_BACKOFF,
+        rng: Rng | None = None,
     ) -> None:
         self.durable = durable
+        self.backoff = backoff
+        self._rng = rng
         self.staging = LocalStore(staging)
         self.url = durable.url
         self.is_local = False
@@ -123,7 +132,7 @@ class StagedStore(Store):
             self._thread.join()
 
     def _run(self) -> None:
-        delay = RETRY_S[0]
+        failures = 0  # in a row, of the upload at the head of the queue
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
@@ -144,10 +153,10 @@ class StagedStore(Store):
                     self._uploading = None
                     self._error = e
                     self._cond.notify_all()
-                self._sleep(delay)
-                delay = min(delay * 2, RETRY_S[1])
+                failures += 1
+                self._sleep(self.backoff.delay_s(failures, rng=self._rng))
                 continue
-            delay = RETRY_S[0]
+            failures = 0
             with self._cond:
                 self._uploading = None
                 self._error = None

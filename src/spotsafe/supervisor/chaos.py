@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spotsafe.backoff import Backoff
 from spotsafe.checkpoint.discovery import Status, discover
 from spotsafe.errors import ConfigError, ObjectMissing, SupervisorError
 from spotsafe.policy.pools import MAX_GRACE_S
@@ -48,6 +49,9 @@ POLL_S = 0.02  # how often the harness looks at the store and the processes
 POOL = "chaos"
 MAX_KILLS = 10_000  # its pool allows 2 * kills + 10 restarts: within the 10^6 budget bound
 MAX_DELAY_S = 3600.0  # an hour between an attempt's start and its interruption
+# The harness looks at a store its job writes: after a failed look, again at once (a prune
+# races the listing), then 0.5 s and 2 s later.
+LOOK_AGAIN = Backoff(initial_s=POLL_S, max_s=2.0, multiplier=25.0, jitter=0.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,7 +227,7 @@ class _Job:
             lambda: discover(self.store, verify_sizes=False),
             sleep=time.sleep,
             what="list the chaos store",
-            pauses_s=(POLL_S, 0.5, 2.0),
+            backoff=LOOK_AGAIN,
         )
         return any(c.status is Status.PARTIAL for c in found.checkpoints)
 
@@ -233,7 +237,7 @@ class _Job:
             lambda: newest_valid_step(self.store),
             sleep=time.sleep,
             what="list the chaos store",
-            pauses_s=(POLL_S, 0.5, 2.0),
+            backoff=LOOK_AGAIN,
         )
 
 

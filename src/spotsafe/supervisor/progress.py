@@ -17,12 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from spotsafe.backoff import Backoff, retry_call
 from spotsafe.checkpoint.discovery import discover
 from spotsafe.errors import ObjectMissing, StorageError
 from spotsafe.events import read_events
 from spotsafe.storage import Store
 
 __all__ = [
+    "LOOKS",
+    "LOOK_AGAIN",
     "LOOK_AGAIN_S",
     "FinalState",
     "clean_stop_recorded",
@@ -36,8 +39,17 @@ log = logging.getLogger("spotsafe")
 T = TypeVar("T")
 
 # Pauses between looks at a store that failed to answer: a prune finishes in well under a
-# second, a throttling burst or a connection reset in a few. 4 looks over ~7.5 s in all.
-LOOK_AGAIN_S = (0.5, 2.0, 5.0)
+# second, a throttling burst or a connection reset in a few. 4 looks, 0.5 + 2 + 5 s apart
+# (~7.5 s in all); no jitter: one supervisor looks at its own job's store.
+LOOK_AGAIN = Backoff(initial_s=0.5, max_s=5.0, multiplier=4.0, jitter=0.0)
+LOOKS = 4
+LOOK_AGAIN_S = tuple(LOOK_AGAIN.base_s(n) for n in range(1, LOOKS))  # (0.5, 2.0, 5.0)
+
+
+def _transient(e: Exception) -> bool:
+    # A retryable StorageError (network, throttling), or ObjectMissing: a file or directory
+    # deleted between a listing and the next look, because the writer pruned.
+    return isinstance(e, StorageError) and (e.retryable or isinstance(e, ObjectMissing))
 
 
 def look_again(
@@ -45,13 +57,15 @@ def look_again(
     *,
     sleep: Callable[[float], object],
     what: str,
-    pauses_s: tuple[float, ...] = LOOK_AGAIN_S,
+    backoff: Backoff = LOOK_AGAIN,
+    looks: int = LOOKS,
 ) -> T:
-    """``read()``, tried again after each pause in `pauses_s` when it fails transiently.
+    """``read()``, looked at again (at most `looks` times in all) when it fails transiently.
 
     Transient: a retryable `StorageError` (network, throttling) or `ObjectMissing` (a file
     or directory deleted between a listing and the next look: the writer pruned). Any other
-    error, and the last failure, propagate.
+    error, and the last failure, propagate. The pauses come from `backoff` through
+    spotsafe's one retry loop (`spotsafe.backoff.retry_call`).
 
     Example:
         >>> looks = iter([ObjectMissing("list x: no such file"), None])
@@ -63,16 +77,18 @@ def look_again(
         >>> look_again(read, sleep=lambda s: None, what="judge progress")
         'listed'
     """
-    for pause in (*pauses_s, None):
-        try:
-            return read()
-        except StorageError as e:
-            transient = e.retryable or isinstance(e, ObjectMissing)
-            if pause is None or not transient:
-                raise
-            log.warning("could not %s (%s); looking again in %g s", what, e, pause)
-            sleep(pause)
-    raise AssertionError("unreachable: the last look returns or raises")
+
+    def warn(e: Exception, attempt: int, delay_s: float, elapsed_s: float) -> None:
+        log.warning("could not %s (%s); looking again in %g s", what, e, delay_s)
+
+    return retry_call(
+        lambda _attempt: read(),
+        backoff=backoff,
+        transient=_transient,
+        max_attempts=looks,
+        sleep=sleep,
+        on_retry=warn,
+    )
 
 
 def newest_valid_step(store: Store, *, job_id: str | None = None) -> int | None:
