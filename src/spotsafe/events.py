@@ -9,7 +9,10 @@ never overwritten::
 One JSON object per line: ``{"t": wall_s, "kind": ..., "job_id": ..., "attempt": ..., ...}``.
 Kinds written today: ``attempt_start``, ``attempt_end`` (supervisor), ``notice``, ``save``,
 ``restore``, ``quarantine``, ``prune``, ``stop`` (the Guard's verdict on a stop request),
-``heartbeat`` (step and time). Readers (report, dashboard, supervisor) use :func:`read_events`.
+``heartbeat`` (step and time). Readers (report, dashboard) use :func:`read_events`. The log is
+for reports: what decides (an attempt's start, its clean stop, its exit class) is the job record
+(spotsafe.jobrecord), which the supervisor reads alone; it falls back to the ``stop`` event only
+for attempts whose child predates the job record's stop object.
 
 No torch here: the supervisor and the report read the log without it.
 """

@@ -36,6 +36,7 @@ def test_public_surface_is_pinned_and_sorted() -> None:
         "IntervalState",
         "MaxLostWork",
         "Pool",
+        "Prices",
         "Restart",
         "RetryPolicy",
         "RetryState",
@@ -47,6 +48,7 @@ def test_public_surface_is_pinned_and_sorted() -> None:
         "get_pool",
         "load_pools",
         "mtbi_estimate",
+        "pool_from_env",
         "young_interval_s",
     ]
     # Sorted as ruff (RUF022) and isort sort: CONSTANTS, then Classes, then functions.

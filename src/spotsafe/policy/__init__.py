@@ -16,7 +16,15 @@ from spotsafe.policy.interval import (
     mtbi_estimate,
     young_interval_s,
 )
-from spotsafe.policy.pools import PRESETS, Pool, format_pools, get_pool, load_pools
+from spotsafe.policy.pools import (
+    PRESETS,
+    Pool,
+    Prices,
+    format_pools,
+    get_pool,
+    load_pools,
+    pool_from_env,
+)
 from spotsafe.policy.retry import (
     AttemptRecord,
     Backoff,
@@ -44,6 +52,7 @@ __all__ = [
     "IntervalState",
     "MaxLostWork",
     "Pool",
+    "Prices",
     "Restart",
     "RetryPolicy",
     "RetryState",
@@ -55,5 +64,6 @@ __all__ = [
     "get_pool",
     "load_pools",
     "mtbi_estimate",
+    "pool_from_env",
     "young_interval_s",
 ]

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from spotsafe.env import ChildEnv
 from spotsafe.errors import ConfigError
 from spotsafe.policy.retry import MAX_BUDGET, MAX_DELAY_S, MAX_MULTIPLIER
 
@@ -45,11 +46,13 @@ __all__ = [
     "DEFAULT_POOL",
     "PRESETS",
     "Pool",
+    "Prices",
     "find_config",
     "format_pools",
     "get_pool",
     "load_pools",
     "parse_pools",
+    "pool_from_env",
 ]
 
 DEFAULT_POOL = "standard"
@@ -71,6 +74,39 @@ TOP_LEVEL_KEYS = frozenset({"pools"})
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 _EXTENDS = "extends"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prices:
+    """What one instance of a pool's capacity costs per hour, spot and on-demand.
+
+    Any currency, the same for both; None where unknown. The supervisor records the price
+    of each attempt's capacity in the job record (``price_per_hour`` in its start object),
+    which is what a cost report adds up.
+
+    Example:
+        >>> p = Prices(spot_per_hour=1.0, on_demand_per_hour=4.0)
+        >>> p.per_hour(on_demand=False), p.savings_fraction
+        (1.0, 0.75)
+    """
+
+    spot_per_hour: float | None = None
+    """Price of one spot instance per hour; None: unknown."""
+    on_demand_per_hour: float | None = None
+    """Price of one on-demand instance per hour; None: unknown."""
+
+    def per_hour(self, *, on_demand: bool) -> float | None:
+        """The hourly price of the capacity an attempt runs on (None: unknown)."""
+        return self.on_demand_per_hour if on_demand else self.spot_per_hour
+
+    @property
+    def savings_fraction(self) -> float | None:
+        """The share of the on-demand price that spot saves, before replayed work; None
+        when either price is unknown or on-demand is free."""
+        spot, full = self.spot_per_hour, self.on_demand_per_hour
+        if spot is None or full is None or full == 0:
+            return None
+        return 1.0 - spot / full
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +170,20 @@ class Pool:
                 f"backoff_max_s = {self.backoff_max_s!r}: must be >= backoff_initial_s "
                 f"({self.backoff_initial_s!r}), or the first delay already breaks the cap"
             )
+
+    @property
+    def prices(self) -> Prices:
+        """The pool's spot and on-demand prices per hour (`spot_price_per_hour`,
+        `on_demand_price_per_hour`), for the job record and the cost report.
+
+        Example:
+            >>> Pool(spot_price_per_hour=1.1, on_demand_price_per_hour=3.67).prices.spot_per_hour
+            1.1
+        """
+        return Prices(
+            spot_per_hour=self.spot_price_per_hour,
+            on_demand_per_hour=self.on_demand_price_per_hour,
+        )
 
 
 POOL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Pool))
@@ -425,6 +475,28 @@ def load_pools(path: str | Path | None = None, *, cwd: str | Path | None = None)
             raise ConfigError(f"{config}: [tool.spotsafe] must be a table")
         return parse_pools(section, source=f"{config} [tool.spotsafe]")
     return parse_pools(document, source=str(config))
+
+
+def pool_from_env(env: ChildEnv | Mapping[str, str] | None = None) -> Pool:
+    """The pool a supervised child runs under: ``$SPOTSAFE_POOL`` (default `DEFAULT_POOL`),
+    from ``$SPOTSAFE_CONFIG`` (default: ./spotsafe.toml or ./pyproject.toml, else the
+    presets). Outside the supervisor, that is the ``standard`` pool unless the user set them.
+
+    The Checkpointer takes its ``keep_last`` from it and the Guard its interval, grace and
+    MTBI prior, so the pool the supervisor was given governs its child too.
+
+    Args:
+        env: the child environment, or a mapping to read it from; None: ``os.environ``.
+
+    Raises:
+        ConfigError: an unknown pool name (listing the valid ones) or a bad config file.
+
+    Example:
+        >>> pool_from_env({"SPOTSAFE_POOL": "long-run"}).keep_last
+        5
+    """
+    child = env if isinstance(env, ChildEnv) else ChildEnv.from_environ(env)
+    return get_pool(child.pool or DEFAULT_POOL, load_pools(child.config))
 
 
 def _cell(value: object) -> str:

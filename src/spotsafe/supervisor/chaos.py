@@ -20,7 +20,6 @@ Which interruption comes when is a pure plan (`plan`); the loop in `run_chaos` c
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -36,10 +35,11 @@ from pathlib import Path
 
 from spotsafe.backoff import Backoff
 from spotsafe.checkpoint.discovery import Status, discover
-from spotsafe.errors import ConfigError, ObjectMissing, SupervisorError
+from spotsafe.errors import ConfigError, SupervisorError
+from spotsafe.jobrecord import attempt_files, read_attempt, read_child
 from spotsafe.policy.pools import MAX_GRACE_S
 from spotsafe.storage import Store, open_store
-from spotsafe.supervisor.job import ATTEMPTS_DIR, JobRecord
+from spotsafe.supervisor.job import JobRecord
 from spotsafe.supervisor.progress import FinalState, final_state, look_again, newest_valid_step
 
 __all__ = ["KINDS", "ChaosReport", "Interruption", "plan", "run_chaos"]
@@ -198,28 +198,21 @@ class _Job:
 
     def running_attempt(self, after: int) -> tuple[int, int] | None:
         """(attempt, child pgid) of a running attempt numbered above `after`, if any."""
-        files = self.store.list(ATTEMPTS_DIR)
-        names = {p.rsplit("/", 1)[-1] for p in files}
-        started = sorted(int(n[:6]) for n in names if n.endswith("-child.json") and n[:6].isdigit())
-        for n in reversed(started):
-            if n <= after:
+        files = attempt_files(self.store)
+        for n in sorted((n for n, kinds in files.items() if "child" in kinds), reverse=True):
+            if n <= after or "end" in files[n]:
                 return None
-            if f"{n:06d}-end.json" in names:
-                return None
-            try:
-                doc = json.loads(self.store.read_bytes(f"{ATTEMPTS_DIR}/{n:06d}-child.json"))
-            except ObjectMissing:
-                return None
-            return n, int(doc["pgid"])
+            child = read_child(self.store, n)
+            return None if child is None else (n, child.pgid)
         return None
 
     def start_step(self, attempt: int) -> int | None:
-        doc = json.loads(self.store.read_bytes(f"{ATTEMPTS_DIR}/{attempt:06d}-start.json"))
-        step = doc.get("start_step")
+        start = read_attempt(self.store, attempt, "start")
+        step = None if start is None else start.get("start_step")
         return None if step is None else int(step)
 
     def ended(self, attempt: int) -> bool:
-        return f"{ATTEMPTS_DIR}/{attempt:06d}-end.json" in self.store.list(ATTEMPTS_DIR)
+        return "end" in attempt_files(self.store).get(attempt, set())
 
     def half_written_save(self) -> bool:
         """Whether a checkpoint directory holds data files but no manifest yet."""

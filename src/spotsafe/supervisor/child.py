@@ -106,9 +106,13 @@ class OutputTail:
 class Child:
     """A running attempt: the process, its group, the pumps and the watchdog.
 
+    `env` is the child's whole environment (the supervisor builds it with
+    `spotsafe.env.ChildEnv.apply`, which also drops stale contract variables).
+
     Example:
         >>> import sys
-        >>> child = Child([sys.executable, "-c", "print('hi')"], env={}, echo=False)
+        >>> import os
+        >>> child = Child([sys.executable, "-c", "print('hi')"], env=os.environ, echo=False)
         >>> child.wait()
         0
         >>> child.output.getvalue()
@@ -125,11 +129,10 @@ class Child:
         stderr: IO[bytes] | None = None,
     ) -> None:
         parent = os.getpid()
-        full_env = {**os.environ, **env}
         try:
             self.proc = subprocess.Popen(
                 list(command),
-                env=full_env,
+                env=dict(env),  # the whole environment: the supervisor decides what is in it
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -1,11 +1,11 @@
-"""The durable job record: who the job is and every attempt it made, kept in its store.
+"""The durable job record as the supervisor sees it: who the job is and every attempt it made.
 
-Object stores cannot append or overwrite safely, so the record is a set of create-once
-objects; nothing is ever rewritten in place::
+The record's objects and their lifecycle are `spotsafe.jobrecord` (torch-free, below the
+Checkpointer and the Guard, which write into it too); this module reads them back as the
+retry policy's history (`RetryState`) and writes what the supervisor decides::
 
     job/job.json                     the job's id, written once by the first supervisor
-    job/attempts/000003-start.json   attempt 3 began: when, where, the step it started from
-    job/attempts/000003-end.json     attempt 3 ended: return code, class, steps, timings
+    job/attempts/000003-*.json       attempt 3: start, child, stop, end (spotsafe.jobrecord)
     job/on-demand.json               the on-demand fallback hook ran (once per job)
 
 Budgets are never stored: they follow from the attempts (`RetryState`), so a supervisor on a
@@ -34,6 +34,7 @@ from spotsafe.jobrecord import (
     ATTEMPTS_DIR,
     JOB_DIR,
     attempt_files,
+    attempt_path,
     check_fence,
     current_generation,
 )
@@ -95,11 +96,6 @@ def _end_of(n: int, doc: Mapping[str, Any]) -> AttemptRecord:
                          started_s=_seconds(doc["started_s"]), ended_s=_seconds(doc["ended_s"]),
                          start_step=_step(doc.get("start_step")),
                          end_step=_step(doc.get("end_step")), returncode=returncode)  # fmt: skip
-
-
-def attempt_path(attempt: int, what: str) -> str:
-    """The store path of attempt `attempt`'s ``start`` or ``end`` object."""
-    return f"{ATTEMPTS_DIR}/{attempt:06d}-{what}.json"
 
 
 def default_job_id(store_url: str) -> str:

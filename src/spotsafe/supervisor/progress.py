@@ -20,7 +20,6 @@ from typing import TypeVar
 from spotsafe.backoff import Backoff, retry_call
 from spotsafe.checkpoint.discovery import discover
 from spotsafe.errors import ObjectMissing, StorageError
-from spotsafe.events import read_events
 from spotsafe.storage import Store
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "LOOK_AGAIN",
     "LOOK_AGAIN_S",
     "FinalState",
-    "clean_stop_recorded",
     "final_state",
     "look_again",
     "newest_valid_step",
@@ -128,15 +126,4 @@ def final_state(store: Store, *, job_id: str | None = None) -> FinalState | None
         epoch=m.epoch,
         tensors=tuple((t.dtype, tuple(t.shape), t.xxh3) for t in m.tensors),
         tree=json.dumps(m.tree, sort_keys=True, separators=(",", ":")),
-    )
-
-
-def clean_stop_recorded(store: Store, attempt: int) -> bool:
-    """Whether attempt `attempt` recorded a clean stop (state flushed on a stop request).
-
-    The Guard writes a ``stop`` event with ``clean: true`` before it exits 75; launchers such
-    as torchrun report that exit as 1, so this, not the code, says "preempted".
-    """
-    return any(
-        e.kind == "stop" and e.get("clean") is True for e in read_events(store, attempt=attempt)
     )

@@ -17,7 +17,6 @@ notice) and stopped its child: run it again, here or elsewhere, to continue the 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import random
@@ -31,9 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from spotsafe.env import ChildEnv
 from spotsafe.errors import StorageError, SupervisorError
 from spotsafe.events import EventLog, read_events
 from spotsafe.interrupt import NoticeWatcher, SignalCatcher, StopFlag, StopRequest, Watcher
+from spotsafe.jobrecord import clean_stop_recorded, record_child
 from spotsafe.lease import Lease, LeaseKeeper
 from spotsafe.policy import (
     AttemptRecord,
@@ -50,7 +51,7 @@ from spotsafe.redact import redact_command, redact_script, redact_text
 from spotsafe.storage import Store
 from spotsafe.supervisor.child import Child
 from spotsafe.supervisor.job import AttemptStart, JobRecord
-from spotsafe.supervisor.progress import clean_stop_recorded, look_again, newest_valid_step
+from spotsafe.supervisor.progress import look_again, newest_valid_step
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_STOPPED", "Outcome", "Supervisor"]
 
@@ -60,7 +61,6 @@ EXIT_GAVE_UP = 1
 EXIT_STOPPED = PREEMPTED_EXIT_CODE  # the supervisor was stopped: run it again to continue
 LOGS_DIR = "logs"
 POLL_S = 0.05  # how often the wait loop looks at the child, the stop flag and the lease
-ENV_ON_DEMAND = "SPOTSAFE_ON_DEMAND"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,15 +76,20 @@ class Supervisor:
     """Runs one job's command until it succeeds, a budget is spent, or it is told to stop.
 
     Args:
-        store: the job's store (also passed to the child as ``$SPOTSAFE_STORE``).
+        store: the job's store.
         store_url: the URL the child opens (default ``store.url``).
         command: the command line to run.
-        pool: the pool's settings (budgets, backoff, grace, lease TTL, on-demand hook).
-        pool_name: its name, passed as ``$SPOTSAFE_POOL``.
+        pool: the pool's settings (budgets, backoff, grace, lease TTL, on-demand hook, prices).
+        pool_name: its name.
         job_id: ``--job-id``; None: the record's, or one derived from the store URL.
-        config: the config file the pool came from, passed as ``$SPOTSAFE_CONFIG``.
+        config: the config file the pool came from.
         watchers: cloud notice watchers; a STOP notice stops the child and the supervisor.
+        extra_env: more environment variables for the child.
         clock / wall_clock / sleep / rng: injected time and randomness.
+
+    The child's environment is the supervisor's, with the contract of `spotsafe.env`
+    (`ChildEnv`: store URL, job id, attempt, pool name, config file, on-demand flag) set for
+    this attempt and any stale value of it removed.
         echo: pass the child's output through to ours.
 
     Example:
@@ -218,17 +223,15 @@ class Supervisor:
         n = record.next_attempt
         start_step = self._newest_valid_step(record, f"find attempt {n}'s start step")
         started_s = self.wall_clock()
-        env = {
-            "SPOTSAFE_STORE": self.store_url,
-            "SPOTSAFE_JOB_ID": record.job_id,
-            "SPOTSAFE_ATTEMPT": str(n),
-            "SPOTSAFE_POOL": self.pool_name,
-            **self.extra_env,
-        }
-        if self.config is not None:
-            env["SPOTSAFE_CONFIG"] = str(self.config.absolute())
-        if on_demand:
-            env[ENV_ON_DEMAND] = "1"
+        contract = ChildEnv(
+            store=self.store_url,
+            job_id=record.job_id,
+            attempt=n,
+            pool=self.pool_name,
+            config=None if self.config is None else str(self.config.absolute()),
+            on_demand=on_demand,
+        )
+        env = {**contract.apply(os.environ), **self.extra_env}
         events = EventLog(self.store, job_id=record.job_id, attempt=n, flush_interval_s=0)
         info = {
             "host": socket.gethostname(),
@@ -236,6 +239,9 @@ class Supervisor:
             # Kept in the store, which more people read than the machine: no secrets.
             "command": redact_command(self.command),
             "pool": self.pool_name,
+            # What this attempt's capacity costs (the pool's prices), for the cost report.
+            "capacity": "on_demand" if on_demand else "spot",
+            "price_per_hour": self.pool.prices.per_hour(on_demand=on_demand),
         }
         record.start(
             AttemptStart(
@@ -247,9 +253,7 @@ class Supervisor:
             )
         )
         child = Child(self.command, env=env, echo=self.echo, stdout=self.stdout, stderr=self.stderr)
-        _write_json_once(
-            self.store, f"job/attempts/{n:06d}-child.json", {"pid": child.pid, "pgid": child.pgid}
-        )
+        record_child(self.store, n, pid=child.pid, pgid=child.pgid)
         events.record("attempt_start", start_step=start_step, pid=child.pid, on_demand=on_demand)
         _flush(events)
         log.info("attempt %d started (pid %d) from step %s", n, child.pid, start_step)
@@ -263,7 +267,7 @@ class Supervisor:
         clean = look_again(
             lambda: clean_stop_recorded(self.store, n),
             sleep=self.sleep,
-            what=f"read attempt {n}'s events",
+            what=f"read attempt {n}'s stop record",
         )
         progressed = AttemptRecord(
             attempt=n,
@@ -363,7 +367,9 @@ class Supervisor:
 
     def _recover(self, record: JobRecord) -> None:
         """Close the attempts a dead supervisor left open: no exit recorded, so UNCLEAN (or
-        PREEMPTED when the child recorded a clean stop), ending at its last sign of life."""
+        PREEMPTED when the child recorded a clean stop), ending at its last sign of life.
+
+        The class comes from the job record; the events only date the last sign of life."""
         for start in record.unfinished:
             n = start.attempt
             events = look_again(
@@ -376,7 +382,11 @@ class Supervisor:
             if old is not None and old.epoch == start.lease_epoch and old.beat_wall_s:
                 seen.append(old.beat_wall_s)  # its supervisor was alive until then
             last_seen = max(seen)
-            clean = any(e.kind == "stop" and e.get("clean") is True for e in events)
+            clean = look_again(
+                functools.partial(clean_stop_recorded, self.store, n),
+                sleep=self.sleep,
+                what=f"read attempt {n}'s stop record",
+            )
             end_step = self._newest_valid_step(record, f"judge cut-off attempt {n}'s progress")
             partial = AttemptRecord(
                 attempt=n,
@@ -455,10 +465,6 @@ def _flush(events: EventLog) -> None:
     except StorageError as e:
         # The event log is for reports; the job record (written above) is what decides.
         log.warning("could not write supervisor events: %s", e)
-
-
-def _write_json_once(store: Store, path: str, doc: Mapping[str, object]) -> None:
-    store.create_exclusive(path, json.dumps(doc).encode())
 
 
 def _write_log(store: Store, attempt: int, data: bytes) -> None:
