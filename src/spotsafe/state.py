@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,26 +55,46 @@ class TrainState:
     """
 
     def __init__(self, *, config: Mapping[str, Any] | str | None = None, **objects: Any) -> None:
+        from spotsafe.data import NotExactWarning, ResumableLoader, not_exact_reason, shield_workers
+
+        # Exact by default: a bare DataLoader (or StatefulDataLoader) is recorded by a
+        # ResumableLoader, and iterating the loader itself goes through it.
+        bare = {n for n, o in objects.items() if _is_loader(o)}
+        objects = {n: ResumableLoader(o) if n in bare else o for n, o in objects.items()}
         for name, obj in objects.items():
             if not isinstance(obj, Stateful):
                 raise ConfigError(
                     f"TrainState({name}=...): a {type(obj).__name__} has no state_dict() /"
                     " load_state_dict(); pass objects that do (model, optimizer, scheduler,"
-                    " GradScaler, StatefulDataLoader or spotsafe.ResumableLoader)"
+                    " GradScaler, a data loader)"
                 )
-        self.objects: dict[str, Any] = dict(objects)
+        self.objects: dict[str, Any] = objects
         #: Names of objects whose state differs per rank under torch.distributed (data
-        #: loaders by default). The others are replicated (DDP) and written once, by rank 0.
-        self.per_rank: set[str] = {n for n, o in objects.items() if _is_loader(o)}
-        if self.per_rank:
-            from spotsafe.data import shield_workers
-
+        #: loaders). The others are replicated (DDP) and written once, by rank 0.
+        self.per_rank: set[str] = {n for n, o in objects.items() if isinstance(o, ResumableLoader)}
+        #: Why the named loaders cannot resume bitwise exactly: each said once, here, and
+        #: recorded in every checkpoint's metadata (``not_exact``).
+        self.not_exact: dict[str, str] = {}
+        for name in sorted(self.per_rank):
+            loader = objects[name]
             # From here on, not only from the Guard's start: workers started before the Guard
             # (a first batch fetched before the loop; a StatefulDataLoader's state_dict()
             # starts its iterator) must not die of a signal the main process catches to
             # flush. Harmless outside a Guard: see spotsafe.data.
-            for name in self.per_rank:
-                shield_workers(getattr(objects[name], "loader", objects[name]))
+            shield_workers(loader.loader)
+            reason = not_exact_reason(loader)
+            if reason is None and name in bare and not loader.hooked:
+                reason = (
+                    f"spotsafe cannot hook a {type(loader.loader).__name__}'s iteration; iterate"
+                    f" the wrapper instead: {name} = spotsafe.ResumableLoader({name})"
+                )
+            if reason is not None:
+                self.not_exact[name] = reason
+                warnings.warn(
+                    f"TrainState({name}=...) will not resume bitwise exactly: {reason}",
+                    NotExactWarning,
+                    stacklevel=2,
+                )
         self.step = 0
         self.epoch = 0
         self.config_fingerprint = None if config is None else config_fingerprint(config)
@@ -144,6 +165,7 @@ class TrainState:
                 "python": platform.python_version(),
             },
             "config_fingerprint": self.config_fingerprint,
+            "not_exact": dict(self.not_exact),
             "wall_time": time.time(),
         }
 
@@ -162,10 +184,7 @@ def merge_parts(shared: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, 
 
 
 def _is_loader(obj: Any) -> bool:
-    from spotsafe.data import ResumableLoader
-
-    if isinstance(obj, ResumableLoader):
-        return True
+    """Whether ``obj`` is a bare torch DataLoader (a torchdata StatefulDataLoader too)."""
     import torch.utils.data
 
     return isinstance(obj, torch.utils.data.DataLoader)

@@ -3,8 +3,9 @@
 Real child processes (tests/support/loader_exit.py, a nanoGPT-style script whose loaders live
 in module globals until the interpreter exits), real signals, every loader kind at once with
 ``num_workers=2``: a torch DataLoader (also with ``persistent_workers=True``) and a torchdata
-StatefulDataLoader, each in a spotsafe.ResumableLoader, and a bare StatefulDataLoader (it
-keeps its live iterator, and so its workers, on the loader). The loop is left mid-epoch by
+StatefulDataLoader, each in a spotsafe.ResumableLoader, and both bare, as TrainState records
+them itself (a bare StatefulDataLoader keeps its live iterator, and so its workers, on the
+loader). The loop is left mid-epoch by
 ``break``, by an exception and by SIGTERM to the whole process group (Slurm,
 ``kill -- -PGID``), with and without a Guard, and under torchrun. With SIG_IGN as the workers'
 shield, every one of these hung at interpreter exit, forever, but one: without a Guard a
@@ -28,7 +29,7 @@ from spotsafe.events import read_events
 from spotsafe.storage import open_store
 
 REPO = Path(__file__).resolve().parents[2]
-KINDS = "dataloader,persistent,stateful-wrapped,stateful"
+KINDS = "dataloader,persistent,stateful-wrapped,stateful,bare"
 WORKERS_PER_RANK = 2 * len(KINDS.split(","))
 EXIT_S = 60  # a hang fails the test instead of hanging it
 PROMPT_S = 20  # loop left -> process gone; a 5 s torch join timeout per worker would exceed it

@@ -39,9 +39,8 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
     ds = NoisyDataset()
     sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=3)
-    loader = spotsafe.ResumableLoader(
-        torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler)
-    )
+    # A bare DataLoader, as torch documents it: TrainState records it (exact by default).
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler)
     state = spotsafe.TrainState(model=model, optimizer=opt, loader=loader)
     ckpt = spotsafe.Checkpointer(args.store, keep_last=2)
     ckpt.restore(state)

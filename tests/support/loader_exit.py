@@ -1,14 +1,15 @@
 """Child: a nanoGPT-style script (all at module level) whose loaders have worker processes.
 
     python -m tests.support.loader_exit STORE --leave break|raise|stop|end [--guard]
-        [--loaders dataloader,persistent,stateful-wrapped,stateful]
+        [--loaders dataloader,persistent,stateful-wrapped,stateful,bare]
     torchrun --standalone --nproc-per-node 2 -m tests.support.loader_exit STORE --ddp ...
 
 Builds one loader of each kind named by ``--loaders`` with ``num_workers=2``: ``dataloader``
 (a torch DataLoader in a spotsafe.ResumableLoader), ``persistent`` (the same with
 ``persistent_workers=True``), ``stateful-wrapped`` (a torchdata StatefulDataLoader in a
-ResumableLoader) and ``stateful`` (a bare StatefulDataLoader; it keeps its live iterator, and
-so its workers, on the loader object). Module-level names hold
+ResumableLoader), ``stateful`` (a bare StatefulDataLoader; it keeps its live iterator, and
+so its workers, on the loader object) and ``bare`` (a bare torch DataLoader; TrainState
+records both bare ones itself). Module-level names hold
 them until the interpreter exits, as a script's globals or a trainer object would. One loop
 draws a batch from every loader per step and is left mid-epoch as ``--leave`` says: ``break``
 or ``raise`` (RuntimeError) after step 3, ``stop``: keep stepping until a signal ends the run,
@@ -41,7 +42,7 @@ p.add_argument("store")
 p.add_argument("--leave", choices=["break", "raise", "stop", "end"], required=True)
 p.add_argument("--guard", action="store_true")
 p.add_argument("--ddp", action="store_true")
-p.add_argument("--loaders", default="dataloader,persistent,stateful-wrapped,stateful")
+p.add_argument("--loaders", default="dataloader,persistent,stateful-wrapped,stateful,bare")
 p.add_argument("--epochs", type=int, default=2)
 args = p.parse_args()
 
@@ -73,6 +74,8 @@ def make(kind: str) -> Any:
         kwargs["sampler"] = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=3)
     else:
         kwargs["shuffle"] = True
+    if kind == "bare":
+        return torch.utils.data.DataLoader(ds, **kwargs)
     if kind in ("dataloader", "persistent"):
         kwargs["persistent_workers"] = kind == "persistent"
         return spotsafe.ResumableLoader(torch.utils.data.DataLoader(ds, **kwargs))
