@@ -6,19 +6,21 @@ import os
 
 import click
 
+from spotsafe.env import ENV_JOB_ID, ENV_POOL, ENV_STORE
+
 
 @click.command(
     "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
-@click.option("--store", envvar="SPOTSAFE_STORE", help="The job's store (default $SPOTSAFE_STORE).")
+@click.option("--store", envvar=ENV_STORE, help=f"The job's store (default ${ENV_STORE}).")
 @click.option(
     "--job-id",
-    envvar="SPOTSAFE_JOB_ID",
+    envvar=ENV_JOB_ID,
     help="The job's id (default: the one in the store's job record, or derived from the URL).",
 )
 @click.option(
     "--pool",
-    envvar="SPOTSAFE_POOL",
+    envvar=ENV_POOL,
     default="standard",
     show_default=True,
     help="The pool whose budgets, backoff, grace and lease TTL apply.",
@@ -57,7 +59,7 @@ def command(
 
     if not store:
         raise ConfigError(
-            "no store: pass --store URL (a path or s3://bucket/run) or set $SPOTSAFE_STORE"
+            f"no store: pass --store URL (a path or s3://bucket/run) or set ${ENV_STORE}"
         )
     config_path = find_config(config)
     settings = get_pool(pool, load_pools(config))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from spotsafe.env import ENV_STORE, ChildEnv
 from spotsafe.errors import ConfigError
 from spotsafe.storage.base import Store, redact_url
 from spotsafe.storage.fsspec_store import FsspecStore
 from spotsafe.storage.local import LocalStore
-
-ENV_STORE = "SPOTSAFE_STORE"
 
 # fsspec protocol -> the extra that installs its backend.
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
@@ -21,7 +20,7 @@ def store_from_env(store: str | os.PathLike[str] | Store | None) -> Store:
     if isinstance(store, Store):
         return store
     if store is None:
-        env = os.environ.get(ENV_STORE)
+        env = ChildEnv.from_environ().store
         if not env:
             raise ConfigError(
                 "no checkpoint store given: pass store= (a path or URL such as "

@@ -53,7 +53,7 @@ from spotsafe.supervisor.child import Child
 from spotsafe.supervisor.job import AttemptStart, JobRecord
 from spotsafe.supervisor.progress import look_again, newest_valid_step
 
-__all__ = ["EXIT_GAVE_UP", "EXIT_STOPPED", "Outcome", "Supervisor"]
+__all__ = ["EXIT_GAVE_UP", "EXIT_STOPPED", "Outcome", "Supervisor", "sigkill_after_s"]
 
 log = logging.getLogger("spotsafe")
 
@@ -356,12 +356,7 @@ class Supervisor:
                 kill_at = None
 
     def _grace(self, stop: StopRequest, now: float) -> float:
-        """Seconds the child gets before SIGKILL: the pool's grace, or less if a notice's
-        deadline comes sooner (a spot VM vanishes at its deadline anyway)."""
-        left = stop.remaining_s(now)
-        if left is None or stop.source.startswith("signal:"):
-            return self.pool.grace_s
-        return max(0.0, min(self.pool.grace_s, left))
+        return sigkill_after_s(stop, now_s=now, grace_s=self.pool.grace_s)
 
     # ------------------------------------------------------------------ recovery
 
@@ -453,6 +448,24 @@ class Supervisor:
     def _interruptible_sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when a stop is requested."""
         self.flag.wait(seconds)
+
+
+def sigkill_after_s(stop: StopRequest, *, now_s: float, grace_s: float) -> float:
+    """Seconds a stopped child gets between the forwarded SIGTERM and SIGKILL: the pool's
+    `grace_s`, or less if a notice's deadline comes sooner (a spot VM vanishes at its
+    deadline anyway). A signal's own deadline is ours, so it never shortens the grace.
+
+    Example:
+        >>> from spotsafe.interrupt import StopKind
+        >>> notice = StopRequest(source="aws", kind=StopKind.STOP, deadline_s=110.0,
+        ...                      received_s=100.0)
+        >>> sigkill_after_s(notice, now_s=100.0, grace_s=25.0)
+        10.0
+    """
+    left = stop.remaining_s(now_s)
+    if left is None or stop.source.startswith("signal:"):
+        return grace_s
+    return max(0.0, min(grace_s, left))
 
 
 def _is_main_thread() -> bool:
