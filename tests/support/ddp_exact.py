@@ -25,12 +25,13 @@ import torch.distributed as dist
 from spotsafe.data import NotExactWarning
 from tests.support.training import Interrupted, Setup, plain, train
 
-STOPS = [5, 12]  # 5 steps per epoch per rank: the last batch of epoch 0; mid-epoch 2
+EPOCHS = 2
+STOPS = [5, 7]  # 5 steps per epoch per rank: the last batch of epoch 0; mid-epoch 1
 
 
 def setup_of(scenario: str) -> Setup:
     loader, workers, *rest = scenario.split("-w")[0], *scenario.split("-w")[1].split("-")
-    return Setup(loader=loader, workers=int(workers), generator="gen" in rest)
+    return Setup(loader=loader, workers=int(workers), generator="gen" in rest, epochs=EPOCHS)
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
