@@ -103,12 +103,12 @@ class Backoff:
         """The delay after the `streak`-th failure in a row (1-based), before jitter."""
         exponent = max(streak, 1) - 1
         if self.initial_s == 0 or exponent == 0 or self.multiplier == 1:
-            return min(self.initial_s, self.max_s)
+            return float(min(self.initial_s, self.max_s))
         # Compare in log space: multiplier ** exponent overflows a float long before the
         # streaks a large budget (or a zero initial delay) allows.
         if exponent * math.log(self.multiplier) >= math.log(self.max_s / self.initial_s):
-            return self.max_s
-        return min(self.max_s, self.initial_s * self.multiplier**exponent)
+            return float(self.max_s)
+        return float(min(self.max_s, self.initial_s * self.multiplier**exponent))
 
     def delay_s(self, streak: int, *, rng: Rng | None = None) -> float:
         """The jittered delay after the `streak`-th failure in a row, in seconds.

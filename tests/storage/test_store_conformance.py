@@ -1,40 +1,77 @@
-"""One behaviour for every store: a local path, memory:// and a real S3-protocol server.
+"""One behaviour for every store: a local path, memory://, a real S3-protocol server through
+our S3 client and through the generic fsspec path (s3fs), and the two-tier staged store.
 
-Each backend runs the same tests; S3-only failure modes (a missing bucket, an unreachable
-endpoint, credentials in messages) are at the end.
+Each backend runs the same tests; object-store failure modes (a missing bucket, an
+unreachable endpoint, credentials in messages) are at the end. A staged store lists what is
+durable, so the tests let its uploads land (``flush``, a no-op elsewhere) before they list.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from spotsafe.errors import ConfigError, ObjectMissing, StorageError
-from spotsafe.storage import Store, open_store
+from spotsafe.storage import StagedStore, Store, open_store
+from spotsafe.storage.fsspec_store import FsspecStore
 from tests.storage.conftest import FAST_RETRIES, PART
 from tests.support.s3server import ACCESS_KEY, SECRET_KEY
 
 BIG = 2 * PART + 12_345  # three parts on S3: multipart write, parallel ranged reads
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@functools.cache
+def _s3fs(endpoint_url: str) -> Any:
+    import s3fs
+
+    # One client for the session (s3fs takes a second to set one up); no listing cache, so
+    # that a listing sees every write.
+    return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint_url},
+                             skip_instance_cache=True, use_listings_cache=False)  # fmt: skip
+
+
+def fsspec_s3(endpoint_url: str, bucket: str) -> FsspecStore:
+    """The generic fsspec path to an S3 bucket: s3fs, as any fsspec URL would be opened."""
+    root = f"{bucket}/run-{uuid.uuid4().hex[:8]}"
+    return FsspecStore(_s3fs(endpoint_url), root, f"s3://{root}")
+
+
+BACKENDS = ["local", "memory", "s3", "fsspec-s3", "staged"]
+
+
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[Store]:
     if request.param == "local":
         yield open_store(tmp_path / "store")
     elif request.param == "memory":
         yield open_store(request.getfixturevalue("memory_url"))
-    else:
+    elif request.param == "s3":
         bucket = request.getfixturevalue("s3_bucket")
         yield open_store(
             f"s3://{bucket}/run-{uuid.uuid4().hex[:8]}", part_size=PART, **FAST_RETRIES
         )
+    elif request.param == "fsspec-s3":
+        server = request.getfixturevalue("s3_server")
+        yield fsspec_s3(server.endpoint_url, request.getfixturevalue("s3_bucket"))
+    else:
+        staged = StagedStore(open_store(tmp_path / "durable"), tmp_path / "staging")
+        yield staged
+        staged.close()
+
+
+def settled(store: Store) -> Store:
+    """`store` once every write is where a listing looks (a staged store's uploads landed)."""
+    store.flush()
+    return store
 
 
 def _payload(n: int, seed: int = 0) -> bytes:
@@ -74,7 +111,7 @@ def test_read_into_a_longer_buffer_than_the_object_fails(store: Store) -> None:
 def test_empty_object(store: Store) -> None:
     assert store.write("empty", []) == 0
     assert store.read_bytes("empty") == b""
-    assert store.list() == {"empty": 0}
+    assert settled(store).list() == {"empty": 0}
 
 
 def test_list_gives_sizes_relative_to_the_root(store: Store) -> None:
@@ -82,7 +119,7 @@ def test_list_gives_sizes_relative_to_the_root(store: Store) -> None:
     store.write_bytes("checkpoints/s1/data-000.bin", b"d" * 100)
     store.write_bytes("checkpoints/s2/data-000.bin", b"d" * 3)
     store.write_bytes("other/x", b"x")
-    assert store.list("checkpoints") == {
+    assert settled(store).list("checkpoints") == {
         "checkpoints/s1/MANIFEST": 7,
         "checkpoints/s1/data-000.bin": 100,
         "checkpoints/s2/data-000.bin": 3,
@@ -102,7 +139,7 @@ def test_list_gives_sizes_relative_to_the_root(store: Store) -> None:
 def test_a_prefix_is_a_directory_not_a_string_prefix(store: Store) -> None:
     store.write_bytes("checkpoints-old/x", b"x")
     store.write_bytes("checkpoints/y", b"y")
-    assert store.list("checkpoints") == {"checkpoints/y": 1}
+    assert settled(store).list("checkpoints") == {"checkpoints/y": 1}
 
 
 def test_an_absent_prefix_lists_empty(store: Store) -> None:
@@ -114,7 +151,7 @@ def test_delete(store: Store) -> None:
     store.write_bytes("d/a", b"1")
     store.write_bytes("d/b", b"22")
     store.write_bytes("d/c", b"333")
-    store.delete(["d/a", "d/b", "d/never-existed"])
+    settled(store).delete(["d/a", "d/b", "d/never-existed"])
     assert store.list("d") == {"d/c": 3}
     store.delete([])
     store.delete(["d/a"])  # already gone: fine
@@ -167,14 +204,20 @@ def test_unknown_option_suggests_the_right_one() -> None:
         open_store("s3://bucket/run", part_sise=PART)
 
 
-def test_listing_a_missing_bucket_raises_never_empty(s3_server) -> None:
-    store = open_store(f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/run", **FAST_RETRIES)
+@pytest.mark.parametrize("client", ["s3", "fsspec-s3"])
+def test_a_missing_bucket_is_an_error_never_an_empty_store(s3_server, client: str) -> None:
+    bucket = f"no-such-bucket-{uuid.uuid4().hex[:12]}"
+    if client == "s3":
+        store: Store = open_store(f"s3://{bucket}/run", **FAST_RETRIES)
+    else:
+        store = fsspec_s3(s3_server.endpoint_url, bucket)
     with pytest.raises(StorageError, match="does not exist") as info:
         store.list()
     assert info.value.retryable is False
-    with pytest.raises(StorageError) as info:
-        store.read_bytes("x")
-    assert not isinstance(info.value, ObjectMissing)  # a missing bucket is not a missing file
+    for op in (lambda: store.read_bytes("x"), lambda: store.write_bytes("x", b"1")):
+        with pytest.raises(StorageError, match="does not exist") as info:
+            op()
+        assert not isinstance(info.value, ObjectMissing)  # a missing bucket is no missing file
 
 
 @pytest.mark.parametrize("op", ["list", "write", "read"])
@@ -248,7 +291,7 @@ def test_exactly_one_of_many_racing_writers_wins(store: Store) -> None:
         t.join()
     assert sorted(results) == [False] * 7 + [True]
     assert store.read_bytes("job/lease/000001/holder.json").isdigit()
-    assert len(store.list("job")) == 1  # no temporary files left behind
+    assert len(settled(store).list("job")) == 1  # no temporary files left behind
 
 
 def test_an_existing_object_is_never_replaced(store: Store) -> None:
