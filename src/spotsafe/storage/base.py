@@ -20,6 +20,16 @@ class Store(abc.ABC):
     Paths are relative to the root and use '/'. Implementations raise
     :class:`~spotsafe.errors.ObjectMissing` for a missing object and
     :class:`~spotsafe.errors.StorageError` for any other failure.
+
+    Example:
+        >>> from spotsafe.storage import open_store
+        >>> store = open_store("memory://spotsafe-base-doc")
+        >>> store.create_exclusive("job/lease.json", b"{}")
+        True
+        >>> store.create_exclusive("job/lease.json", b"{}")  # exactly one creator wins
+        False
+        >>> store.list("job")
+        {'job/lease.json': 2}
     """
 
     #: The root URL with credentials removed; safe to print.

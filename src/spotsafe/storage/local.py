@@ -39,7 +39,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalStore(Store):
-    """Objects as files below a directory (a persistent volume, NFS, a local disk)."""
+    """Objects as files below a directory (a persistent volume, NFS, a local disk).
+
+    Example:
+        >>> import tempfile
+        >>> store = LocalStore(tempfile.mkdtemp())
+        >>> store.write("ckpt/data.bin", [b"ab", bytearray(b"cd")])
+        4
+        >>> store.read_range("ckpt/data.bin", 1, 3), store.is_local
+        (b'bc', True)
+    """
 
     is_local = True
 
