@@ -163,6 +163,25 @@ def build_state(shape: Shape) -> tuple[GPTLike, torch.optim.Adam]:
     return model, opt
 
 
+WIDE_D = 2048  # the few-large-tensors state: 12 linear layers of 2048 x 2048 (16 MiB each)
+WIDE_LAYERS = 12
+
+
+def build_wide(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A state of few large tensors: 12 bias-free 2048 x 2048 linear layers and AdamW with
+    both moments filled (36 tensors of 16 MiB, 0.6 GB, plus 12 step counters)."""
+    with torch.device("meta"):
+        model = nn.Sequential(*[nn.Linear(WIDE_D, WIDE_D, bias=False) for _ in range(WIDE_LAYERS)])
+    model.to_empty(device="cpu")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02, generator=gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    fill_adam(list(model.parameters()), opt, seed=seed + 1)
+    return model, opt
+
+
 def tensors_of(obj: Any) -> Iterator[torch.Tensor]:
     """Every tensor in a nested state dict."""
     if isinstance(obj, torch.Tensor):
@@ -341,7 +360,7 @@ def notice_to_exit(state: TrainState, store: Path, notes: list[str]) -> float:
     the stop bookkeeping; a real loop adds at most the rest of the step in progress.
     """
     ckpt = checkpointer(store, notes, keep_last=2, incremental=False, events=False)
-    with Guard(ckpt, state, every_steps=10**9, watchers=[]) as guard:
+    with Guard(ckpt, state, every_steps=10_000_000, watchers=[]) as guard:
         t0 = time.perf_counter()
         os.kill(os.getpid(), signal.SIGTERM)
         try:
@@ -537,6 +556,54 @@ def contention(
     return out
 
 
+# ----------------------------------------------------------------------------- restore
+
+
+def measure_loads(
+    s: Samples,
+    prefix: str,
+    state: TrainState,
+    new_state: Callable[[], TrainState],
+    pt: Path,
+    store: Path,
+    repeat: int,
+    notes: list[str],
+) -> None:
+    """torch.load (with and without load_state_dict) against spotsafe's verified restore of
+    the same state, cold (files evicted first) and warm, in alternation. spotsafe restores
+    twice: into ``state`` (the objects that saved it, as the rows before) and into new ones
+    from ``new_state`` (a model as built, an optimizer without state: what a new process
+    resumes into)."""
+    model, opt = state.objects["model"], state.objects["optimizer"]
+    for k in range(repeat):
+        print(f"repeat {k + 1}/{repeat}: load{' (' + prefix.strip('_') + ')' if prefix else ''}",
+              flush=True)  # fmt: skip
+        for temp in ("cold", "warm"):
+            if temp == "cold":
+                evict(pt)
+            t0 = time.perf_counter()
+            loaded = torch.load(pt, weights_only=True)
+            s.add(f"{prefix}torch_load_{temp}", time.perf_counter() - t0)
+            model.load_state_dict(loaded["model"])
+            opt.load_state_dict(loaded["optim"])
+            s.add(f"{prefix}torch_load_apply_{temp}", time.perf_counter() - t0)
+            del loaded
+            if temp == "cold":
+                evict(store)
+            t0 = time.perf_counter()
+            info = checkpointer(store, notes, keep_last=2).restore(state)
+            s.add(f"{prefix}ss_restore_{temp}", time.perf_counter() - t0)
+            assert info is not None and not info.fell_back
+            fresh = new_state()
+            if temp == "cold":
+                evict(store)
+            t0 = time.perf_counter()
+            info = checkpointer(store, notes, keep_last=2).restore(fresh)
+            s.add(f"{prefix}ss_restore_new_{temp}", time.perf_counter() - t0)
+            assert info is not None and not info.fell_back
+            del fresh
+
+
 # ----------------------------------------------------------------------------- frozen
 
 
@@ -679,7 +746,8 @@ def run(args: argparse.Namespace, work: Path, notes: list[str]) -> dict[str, Any
     state = TrainState(model=model, optimizer=opt)
     parts = [memoryview(t.detach().contiguous().numpy()) for t in tensors_of(sd) if t.numel()]
     nbytes = sum(p.nbytes for p in parts)
-    print(f"state: {nbytes / GB:.2f} GB in {len(parts)} tensors", flush=True)
+    n_tensors = len(parts)
+    print(f"state: {nbytes / GB:.2f} GB in {n_tensors} tensors", flush=True)
 
     s = Samples()
     sync_ckpt = checkpointer(work / "ss-sync", notes, keep_last=2, incremental=False)
@@ -720,27 +788,40 @@ def run(args: argparse.Namespace, work: Path, notes: list[str]) -> dict[str, Any
     rm(work / "ss-async")
     pt_bytes = pt.stat().st_size
     ss_bytes = tree_bytes(work / "ss-sync") // 2  # keep_last=2 full checkpoints
-    for k in range(args.repeat):
-        print(f"repeat {k + 1}/{args.repeat}: load", flush=True)
-        for temp in ("cold", "warm"):
-            if temp == "cold":
-                evict(pt)
-            t0 = time.perf_counter()
-            loaded = torch.load(pt, weights_only=True)
-            s.add(f"torch_load_{temp}", time.perf_counter() - t0)
-            model.load_state_dict(loaded["model"])
-            opt.load_state_dict(loaded["optim"])
-            s.add(f"torch_load_apply_{temp}", time.perf_counter() - t0)
-            del loaded
-            if temp == "cold":
-                evict(work / "ss-sync")
-            t0 = time.perf_counter()
-            info = checkpointer(work / "ss-sync", notes, keep_last=2).restore(state)
-            s.add(f"ss_restore_{temp}", time.perf_counter() - t0)
-            assert info is not None and not info.fell_back
     sync_ckpt.close()
+
+    def new_gpt() -> TrainState:
+        m = build_model(shape, seed=9)
+        return TrainState(model=m, optimizer=torch.optim.Adam(m.parameters(), lr=1e-4))
+
+    measure_loads(s, "", state, new_gpt, pt, work / "ss-sync", args.repeat, notes)
     rm(work / "ss-sync")
     rm(pt)
+    del sd, parts
+
+    print("the wide state: 36 tensors of 16 MiB", flush=True)
+    wide_model, wide_opt = build_wide()
+    wide_state = TrainState(model=wide_model, optimizer=wide_opt)
+    wide_sd = plain_state_dict(wide_model, wide_opt)
+    wide_tensors = [t for t in tensors_of(wide_sd) if t.numel()]
+    wide_bytes = sum(t.numel() * t.element_size() for t in wide_tensors)
+    torch_save(work / "wide.pt", wide_sd)
+    del wide_sd
+    wide_state.step = 1
+    ckpt = checkpointer(work / "ss-wide", notes, keep_last=2, incremental=False)
+    ckpt.save(wide_state)
+    ckpt.close()
+
+    def new_wide() -> TrainState:
+        m, _ = build_wide(seed=9)
+        return TrainState(model=m, optimizer=torch.optim.AdamW(m.parameters(), lr=1e-4))
+
+    measure_loads(
+        s, "wide_", wide_state, new_wide, work / "wide.pt", work / "ss-wide", args.repeat, notes
+    )
+    rm(work / "ss-wide")
+    rm(work / "wide.pt")
+    del wide_state, wide_model, wide_opt
 
     print("frozen model: two saves", flush=True)
     frozen = frozen_bytes(shape, work / "frozen", args.frozen, notes)
@@ -762,7 +843,7 @@ def run(args: argparse.Namespace, work: Path, notes: list[str]) -> dict[str, Any
             )
             rm(work / "contention")
 
-    rows = table_rows(s, nbytes, frozen, ab, cont)
+    rows = table_rows(s, nbytes, wide_bytes, frozen, ab, cont)
     notes.append(
         "cold reads: files evicted with posix_fadvise(DONTNEED); a virtual disk may still be"
         " cached by the host, so cold reads can be optimistic"
@@ -788,7 +869,13 @@ def run(args: argparse.Namespace, work: Path, notes: list[str]) -> dict[str, Any
             "shape": {"d": shape.d, "layers": shape.layers, "vocab": shape.vocab, "ctx": shape.ctx},
             "params": shape.params(),
             "state_bytes": nbytes,
-            "tensors": len(parts),
+            "tensors": n_tensors,
+            "wide": {
+                "layers": WIDE_LAYERS,
+                "d": WIDE_D,
+                "state_bytes": wide_bytes,
+                "tensors": len(wide_tensors),
+            },
             "repeat": args.repeat,
             "train_s": args.train_s,
             "every_s": args.every_s,
@@ -807,9 +894,31 @@ def run(args: argparse.Namespace, work: Path, notes: list[str]) -> dict[str, Any
     }
 
 
+def load_rows(s: Samples, prefix: str, nbytes: int, label: str = "") -> list[Row]:
+    """The restore rows of one state: torch.load against spotsafe's verified restore."""
+    rows = []
+    for temp in ("cold", "warm"):
+        base = s.median(f"{prefix}torch_load_{temp}")
+
+        def timed(name: str, key: str, temp: str = temp) -> Row:
+            sec = s.median(f"{prefix}{key}_{temp}")
+            return Row(name=f"{label}{name} ({temp})", seconds=sec, gbps=nbytes / sec / GB)
+
+        rows += [
+            timed("torch.load", "torch_load"),
+            timed("torch.load + load_state_dict", "torch_load_apply"),
+            timed("spotsafe restore, verified", "ss_restore"),
+            check("", s.median(f"{prefix}ss_restore_{temp}") / base, "torch.load", "<=", 1.0),
+            timed("spotsafe restore into new objects", "ss_restore_new"),
+            check("", s.median(f"{prefix}ss_restore_new_{temp}") / base, "torch.load", "<=", 1.0),
+        ]
+    return rows
+
+
 def table_rows(
     s: Samples,
     nbytes: int,
+    wide_bytes: int,
     frozen: dict[str, Any],
     ab: dict[str, Any] | None,
     cont: dict[str, Any] | None,
@@ -837,14 +946,8 @@ def table_rows(
         check("", m("ss_async_block") / m("torch_save"), "torch.save", "<=", 0.05),
         check("", m("ss_async_block") / m("dcp_async_block"), "DCP async blocking", "<=", 0.5),
         timed("spotsafe save_async, total", "ss_async_total"),
-        timed("torch.load (cold)", "torch_load_cold"),
-        timed("torch.load + load_state_dict (cold)", "torch_load_apply_cold"),
-        timed("spotsafe restore, verified (cold)", "ss_restore_cold"),
-        check("", m("ss_restore_cold") / m("torch_load_cold"), "torch.load", "<=", 1.0),
-        timed("torch.load (warm)", "torch_load_warm"),
-        timed("torch.load + load_state_dict (warm)", "torch_load_apply_warm"),
-        timed("spotsafe restore, verified (warm)", "ss_restore_warm"),
-        check("", m("ss_restore_warm") / m("torch_load_warm"), "torch.load", "<=", 1.0),
+        *load_rows(s, "", nbytes),
+        *load_rows(s, "wide_", wide_bytes, "wide: "),
         Row(
             name=f"frozen {frozen['frozen_fraction']:.0%}: 2nd save bytes",
             vs=f"{frozen['second_save_bytes'] / GB:.3f} GB vs"

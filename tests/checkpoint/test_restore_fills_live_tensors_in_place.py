@@ -12,10 +12,9 @@ import torch
 import spotsafe
 from spotsafe.checkpoint import fetch
 from spotsafe.checkpoint.manifest import Manifest, TensorEntry
-from spotsafe.checkpoint.reader import IN_PLACE_BYTES
 from spotsafe.errors import NoValidCheckpoint
 
-WIDTH = 640  # a 640x640 float32 weight is 1.6 MB: above IN_PLACE_BYTES
+WIDTH = 640  # a 640x640 float32 weight: 1.6 MB
 
 
 def big_state(seed: int) -> tuple[spotsafe.TrainState, torch.nn.Module, torch.optim.Optimizer]:
@@ -60,7 +59,7 @@ def save_two(root: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tenso
 def flip_a_byte_of_the_big_weight(root: Path, step: int) -> None:
     directory = next((root / "checkpoints").glob(f"step-{step:012d}-*"))
     manifest = Manifest.from_bytes((directory / "MANIFEST.json").read_bytes(), "m")
-    big = next(e for e in manifest.tensors if e.nbytes >= IN_PLACE_BYTES)
+    big = next(e for e in manifest.tensors if e.nbytes >= WIDTH * WIDTH * 4)
     with open(root / big.file, "r+b") as f:
         f.seek(big.offset + big.nbytes - 3)  # near its end: the check reads it all first
         byte = f.read(1)
@@ -183,3 +182,18 @@ def test_a_streamed_check_finds_a_flipped_bit_wherever_it_is(
     assert [c.status.value for c in view.verify()] == ["valid", "valid"]
     flip_a_byte_of_the_big_weight(tmp_path, step=2)
     assert [c.status.value for c in view.verify()] == ["corrupt", "valid"]
+
+
+def test_many_small_tensors_are_filled_by_scattered_reads(tmp_path: Path) -> None:
+    # More tensors than one preadv can scatter into, with padding between all of them.
+    torch.manual_seed(0)
+    params = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(3)) for _ in range(1200))
+    state = spotsafe.TrainState(model=params)
+    spotsafe.Checkpointer(str(tmp_path), events=False).save(state)
+    saved = [p.detach().clone() for p in params]
+    torch.manual_seed(1)
+    other = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(3)) for _ in range(1200))
+    where = [p.data_ptr() for p in other]
+    spotsafe.Checkpointer(str(tmp_path), events=False).restore(spotsafe.TrainState(model=other))
+    assert all(torch.equal(a, b) for a, b in zip(other, saved, strict=True))
+    assert [p.data_ptr() for p in other] == where

@@ -7,9 +7,11 @@ it; ``spotsafe verify`` (spotsafe.checkpoint.view) keeps nothing. Both read the 
   to ``RUN_BYTES`` (a larger tensor is a run of its own). ``io_threads`` runs are read at
   once, and the thread that read a run hashes it while the others read the next ones, so
   checking overlaps reading instead of following it.
-- **Kept or streamed.** A run is read into memory the caller keeps, or, when the caller
-  only wants it checked, streamed through a small per-thread scratch buffer and hashed as
-  it arrives: checking a 1 GB tensor needs ``CHUNK_BYTES``, not 1 GB.
+- **Kept, scattered or streamed.** A run is read into one buffer the caller keeps, into a
+  buffer per tensor (one ``preadv`` scatters a run into the tensors of a live model), or,
+  when the caller only wants it checked, through a small per-thread scratch buffer: checking
+  a 1 GB tensor needs ``CHUNK_BYTES``, not 1 GB. Local files are read ``WINDOW_BYTES`` at a
+  time and each window is hashed at once, while its bytes are still in the CPU's cache.
 - **Local files** are read with ``preadv`` straight into the given memory, one open file
   per run. Other stores read a run starting at byte 0 with ``read_into`` (S3 splits it
   into parallel ranged GETs) and any other with ``read_range``.
@@ -24,7 +26,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 import xxhash
@@ -45,8 +47,14 @@ RUN_BYTES = 64 * 1024 * 1024
 # A hole this small between two tensors a manifest uses (the file also holds tensors of a
 # checkpoint that is gone) is read along rather than splitting the run.
 GAP_BYTES = 64 * 1024
-# Scratch per reading thread when a run is only checked: the bytes pass through it.
+# Local files are read and hashed this much at a time, so that each byte is hashed while it
+# is still in the CPU's cache (hashing it back from memory cost as much as the read).
+WINDOW_BYTES = 2 * 1024 * 1024
+# Scratch per reading thread: what is only checked passes through it, and the bytes between
+# the tensors of a scattered read land in it.
 CHUNK_BYTES = 8 * 1024 * 1024
+# Members of one scattered read: each takes up to two of the 1024 buffers one preadv may fill.
+MAX_SCATTER = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +72,12 @@ class Run:
         return self.end - self.start
 
 
-#: The writable memory a run is read into and kept (``run.size`` bytes), or None: only
-#: check it, keep nothing.
-BufferFor = Callable[[Run], memoryview | None]
-#: Reads a file from a byte offset into a buffer; the bytes read.
-ReadAt = Callable[[int, memoryview], int]
+#: Where a run goes: one writable buffer of ``run.size`` bytes that is kept; a buffer per
+#: member (tensor index -> its ``nbytes``), filled by one scattered read (the bytes between
+#: members go to scratch); or None: only check it, keep nothing.
+BufferFor = Callable[[Run], memoryview | Mapping[int, memoryview] | None]
+#: Reads a file from a byte offset into buffers, one after another; the bytes read.
+ReadAt = Callable[[int, list[memoryview]], int]
 #: Told that tensor ``index``'s bytes checked out; for a kept run, they are at byte
 #: ``at`` of its buffer.
 Verified = Callable[[Run, int, int], None]
@@ -80,13 +89,14 @@ def plan_runs(
     only: Collection[int] | None = None,
     run_bytes: int = RUN_BYTES,
     whole_files: bool = False,
+    max_members: int | None = None,
 ) -> list[Run]:
     """The reads that fetch the tensors ``only`` (default: all) of ``manifest``, in file
     and offset order.
 
     With ``whole_files``, the tensors of one file that lie next to each other are one run
     whatever its size (for stores that split a large read themselves); ``run_bytes=0``
-    makes every tensor a run of its own.
+    makes every tensor a run of its own; ``max_members`` bounds the tensors of a run.
     """
     by_file: dict[str, list[int]] = {}
     for i, e in enumerate(manifest.tensors):
@@ -100,6 +110,8 @@ def plan_runs(
         for i in members:
             e = manifest.tensors[i]
             joins = group and reach <= e.offset <= reach + GAP_BYTES
+            if max_members is not None and len(group) >= max_members:
+                joins = False
             if joins and (whole_files or e.offset + e.nbytes - start <= run_bytes):
                 group.append(i)
             else:
@@ -148,22 +160,28 @@ class Source:
         finally:
             os.close(fd)
 
-    def _read_store(self, file: str, start: int, out: memoryview) -> int:
+    def _read_store(self, file: str, start: int, bufs: list[memoryview]) -> int:
+        size = sum(b.nbytes for b in bufs)
         try:
-            if start == 0:
-                self.store.read_into(file, out)  # S3: parallel ranged GETs
-                return out.nbytes
-            data = self.store.read_range(file, start, start + out.nbytes)
+            if start == 0 and len(bufs) == 1:
+                self.store.read_into(file, bufs[0])  # S3: parallel ranged GETs
+                return size
+            data = memoryview(self.store.read_range(file, start, start + size))
         except ObjectMissing as e:
             raise CheckpointCorrupt(f"{self.directory}: data file {file} is missing") from e
-        out[: len(data)] = data
-        return len(data)
+        at = 0
+        for b in bufs:
+            n = min(b.nbytes, data.nbytes - at)
+            b[:n] = data[at : at + n]
+            at += n
+        return at
 
-    def _pread(self, fd: int, file: str, start: int, out: memoryview) -> int:
+    def _pread(self, fd: int, file: str, start: int, bufs: list[memoryview]) -> int:
+        size = sum(b.nbytes for b in bufs)
         got = 0
         try:
-            while got < out.nbytes:
-                n = os.preadv(fd, [out[got:]], start + got)
+            while got < size:
+                n = os.preadv(fd, _after(bufs, got), start + got)
                 if n == 0:
                     break  # the file ends early: the spans come out short
                 got += n
@@ -194,60 +212,125 @@ def fetch(
     """
     scratch = threading.local()
 
+    def scratch_buffer() -> memoryview:
+        if not hasattr(scratch, "buf"):
+            scratch.buf = memoryview(bytearray(CHUNK_BYTES))
+        buf: memoryview = scratch.buf
+        return buf
+
     def one(run: Run) -> None:
-        buf = buffer_for(run)
-        if buf is None:
-            if not hasattr(scratch, "buf"):
-                scratch.buf = memoryview(bytearray(CHUNK_BYTES))
-            with source.file(run.file) as read:
-                _stream(source, read, manifest, run, scratch.buf, verified)
-            return
+        into = buffer_for(run)
         with source.file(run.file) as read:
-            got = read(run.start, buf)
-        for i in run.members:
-            e = manifest.tensors[i]
-            at = e.offset - run.start
-            if at + e.nbytes > got or layout.hash_bytes(buf[at : at + e.nbytes]) != e.xxh3:
-                raise _mismatch(source, run, e)
-            verified(run, i, at)
+            _read_checked(source, read, manifest, run, into, scratch_buffer(), verified)
 
     map_threads(one, runs, threads)
 
 
-def _stream(
+def _read_checked(
     source: Source,
     read: ReadAt,
     manifest: Manifest,
     run: Run,
+    into: memoryview | Mapping[int, memoryview] | None,
     scratch: memoryview,
     verified: Verified,
 ) -> None:
-    """Check ``run`` chunk by chunk, hashing each member's bytes as they pass (the members
-    of a run do not overlap: see :func:`plan_runs`)."""
-    pending = list(run.members)
+    """Read ``run`` into ``into`` (see :data:`BufferFor`) window by window, hashing each
+    member's bytes as they arrive, while they are still in the CPU's cache."""
+    members = [manifest.tensors[i] for i in run.members]  # in offset order, not overlapping
+    if source.local:
+        window = min(WINDOW_BYTES, scratch.nbytes)  # what lands outside ``into`` fits scratch
+    elif into is None:
+        window = scratch.nbytes  # few, large requests: each one is a round trip
+    else:
+        window = max(run.size, 1)  # one request: the store splits it into parallel GETs
     hasher = xxhash.xxh3_128()
+    done = 0  # members before this one are checked
     pos = run.start
-    while pending:
-        chunk = scratch[: min(scratch.nbytes, run.end - pos)]
-        got = read(pos, chunk) if chunk.nbytes else 0
+    while done < len(members):
+        stop = min(run.end, pos + window)
+        bufs = _window(run, members, done, into, scratch, pos, stop)
+        got = read(pos, bufs) if stop > pos else 0
         end = pos + got
-        while pending:
-            e = manifest.tensors[pending[0]]
+        while done < len(members):
+            e = members[done]
             lo, hi = max(pos, e.offset), min(end, e.offset + e.nbytes)
             if hi > lo:
-                hasher.update(chunk[lo - pos : hi - pos])
+                hasher.update(_bytes_of(run, e, run.members[done], into, scratch, pos, lo, hi))
             if end < e.offset + e.nbytes:
-                break  # this member goes on in the next chunk
+                break  # this member goes on in the next window
             pad = layout.span_of(e.nbytes) - e.nbytes
             if pad:
                 hasher.update(bytes(pad))
             if hasher.hexdigest() != e.xxh3:
                 raise _mismatch(source, run, e)
-            verified(run, pending.pop(0), e.offset - run.start)
+            verified(run, run.members[done], e.offset - run.start)
             hasher.reset()
-        if pending and (got == 0 or got < chunk.nbytes):  # the file ends early
-            raise _mismatch(source, run, manifest.tensors[pending[0]])
+            done += 1
+        if done < len(members) and got < max(stop - pos, 1):  # the file ends early
+            raise _mismatch(source, run, members[done])
         pos = end
+
+
+def _window(
+    run: Run,
+    members: list[TensorEntry],
+    first: int,
+    into: memoryview | Mapping[int, memoryview] | None,
+    scratch: memoryview,
+    start: int,
+    stop: int,
+) -> list[memoryview]:
+    """The buffers that file bytes ``[start, stop)`` of ``run`` are read into."""
+    if into is None:
+        return [scratch[: stop - start]]
+    if isinstance(into, memoryview):
+        return [into[start - run.start : stop - run.start]]
+    bufs: list[memoryview] = []
+    pos = start
+    for k in range(first, len(members)):
+        e = members[k]
+        if e.offset >= stop:
+            break
+        lo, hi = max(pos, e.offset), min(stop, e.offset + e.nbytes)
+        if lo > pos:
+            bufs.append(scratch[: lo - pos])  # padding, or a gap of <= GAP_BYTES: dropped
+        if hi > lo:
+            bufs.append(into[run.members[k]][lo - e.offset : hi - e.offset])
+        pos = max(pos, hi)
+    if stop > pos:
+        bufs.append(scratch[: stop - pos])
+    return bufs
+
+
+def _bytes_of(
+    run: Run,
+    e: TensorEntry,
+    index: int,
+    into: memoryview | Mapping[int, memoryview] | None,
+    scratch: memoryview,
+    start: int,
+    lo: int,
+    hi: int,
+) -> memoryview:
+    """File bytes ``[lo, hi)`` of tensor ``e``, read in the window that began at ``start``."""
+    if into is None:
+        return scratch[lo - start : hi - start]
+    if isinstance(into, memoryview):
+        return into[lo - run.start : hi - run.start]
+    return into[index][lo - e.offset : hi - e.offset]
+
+
+def _after(bufs: list[memoryview], n: int) -> list[memoryview]:
+    """``bufs`` without their first ``n`` bytes."""
+    out = []
+    for b in bufs:
+        if n >= b.nbytes:
+            n -= b.nbytes
+            continue
+        out.append(b[n:])
+        n = 0
+    return out
 
 
 def _mismatch(source: Source, run: Run, e: TensorEntry) -> CheckpointCorrupt:

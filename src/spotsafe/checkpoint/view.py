@@ -23,6 +23,7 @@ from spotsafe.checkpoint.discovery import (
     still_committed,
 )
 from spotsafe.checkpoint.manifest import Manifest
+from spotsafe.env import ENV_JOB_ID
 from spotsafe.errors import CheckpointCorrupt, CheckpointNotFound
 from spotsafe.storage import Store, store_from_env
 
@@ -34,7 +35,8 @@ class StoreView:
 
     Args:
         store: a local path, an fsspec URL or a Store; None means ``$SPOTSAFE_STORE``.
-        job_id: mark other jobs' checkpoints as foreign (default: no job, nothing foreign).
+        job_id: the job whose checkpoints these are; others are shown as foreign. Default
+            ``$SPOTSAFE_JOB_ID`` (as the Checkpointer); unset: nothing is foreign.
         threads: files read at once by :meth:`verify`.
 
     Example:
@@ -52,7 +54,7 @@ class StoreView:
         threads: int = DEFAULT_THREADS,
     ) -> None:
         self.store = store_from_env(store)
-        self.job_id = job_id
+        self.job_id = job_id if job_id is not None else (os.environ.get(ENV_JOB_ID) or None)
         self.threads = threads
         self._manifests: dict[str, Manifest] = {}  # manifests never change: cache them
 
