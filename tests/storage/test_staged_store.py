@@ -93,6 +93,12 @@ def test_failed_uploads_are_reported_by_flush_and_retried(tmp_path) -> None:
     staged.write_bytes("x.bin", b"1")
     with pytest.raises(StorageError, match="injected"):
         staged.flush()
+    for _ in range(2):  # a flush reports the newest failure; the retries go on behind it
+        try:
+            staged.flush()
+            break
+        except StorageError as e:
+            assert "injected" in str(e)
     staged.flush()  # the retries went through
     assert durable.read_bytes("x.bin") == b"1"
     staged.close()
@@ -126,3 +132,21 @@ def test_a_stop_request_waits_for_the_uploads(tmp_path) -> None:
     listing = spotsafe.Checkpointer(str(tmp_path / "durable"), read_only=True).checkpoints()
     assert [c.step for c in listing if c.status.value == "valid"] == [2]
     ckpt.close()
+
+
+def test_a_staged_file_that_vanished_is_reported_and_the_uploader_lives_on(tmp_path) -> None:
+    # Someone cleaned the staging directory before the upload: the upload thread died on
+    # the FileNotFoundError, and every later flush hung (or timed out) for good.
+    durable = RecordingStore(tmp_path / "durable")
+    durable.gate.clear()  # hold the first upload until its file is gone
+    staged = StagedStore(durable, tmp_path / "staging", sleep=lambda s: None)
+    staged.write_bytes("a/one.bin", b"1")
+    staged.write_bytes("a/two.bin", b"2")
+    (tmp_path / "staging" / "a" / "two.bin").unlink()
+    durable.gate.set()
+    with pytest.raises(StorageError, match="vanished before its upload"):
+        staged.flush(timeout_s=10)
+    staged.write_bytes("b/three.bin", b"3")
+    staged.flush(timeout_s=10)  # the uploader still runs
+    assert set(durable.list()) == {"a/one.bin", "b/three.bin"}
+    staged.close()

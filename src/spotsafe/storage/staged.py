@@ -41,6 +41,12 @@ UPLOAD_CHUNK = 16 * 1024 * 1024  # bytes read from staging per write chunk (an S
 UPLOAD_BACKOFF = Backoff(initial_s=1.0, max_s=30.0, multiplier=2.0, jitter=0.0)
 
 
+class _StagedFileGone(StorageError):
+    """A staged file vanished before its upload: it can never be uploaded."""
+
+    retryable = False
+
+
 class StagedStore(Store):
     """A durable store fronted by a local staging directory.
 
@@ -72,6 +78,7 @@ class StagedStore(Store):
         self._uploading: str | None = None
         self._cond = threading.Condition()
         self._error: StorageError | None = None
+        self._lost: list[StorageError] = []  # uploads dropped for good, not yet reported
         self._closed = False
         self._wake = threading.Event()
         self._sleep = sleep or (lambda s: self._wake.wait(s))
@@ -114,6 +121,13 @@ class StagedStore(Store):
                         f" {timeout_s:g} s"
                     )
                 self._cond.wait(timeout=0.1 if left is None else min(left, 0.1))
+            if self._lost:
+                lost, self._lost = self._lost, []
+                raise StorageError(
+                    f"{self.url}: {len(lost)} staged file(s) never reached the durable store: "
+                    + "; ".join(str(e) for e in lost),
+                    retryable=False,
+                )
 
     def pending(self) -> list[str]:
         """Paths written to staging and not yet in the durable store, oldest first."""
@@ -144,6 +158,16 @@ class StagedStore(Store):
             try:
                 self.durable.write(path, self._chunks(path))
                 self.staging.delete([path])
+            except _StagedFileGone as e:
+                # Nothing left to upload, ever (someone cleaned the staging directory): drop
+                # it rather than retry for ever, and tell flush(), whose caller must know.
+                log.error("%s; it never reached %s", e, self.url)
+                with self._cond:
+                    self._uploading = None
+                    self._lost.append(e)
+                    self._cond.notify_all()
+                failures = 0
+                continue
             except StorageError as e:
                 # The upload thread must outlive a failed upload: keep the file at the head
                 # of the queue (order is the commit protocol), report it to flush(), retry.
@@ -163,9 +187,15 @@ class StagedStore(Store):
                 self._cond.notify_all()
 
     def _chunks(self, path: str) -> Iterator[bytes]:
-        with open(Path(self.staging.root) / path, "rb") as f:
-            while chunk := f.read(UPLOAD_CHUNK):
-                yield chunk
+        full = Path(self.staging.root) / path
+        try:
+            with open(full, "rb") as f:
+                while chunk := f.read(UPLOAD_CHUNK):
+                    yield chunk
+        except FileNotFoundError as e:
+            raise _StagedFileGone(f"the staged file {full} vanished before its upload") from e
+        except OSError as e:
+            raise StorageError(f"could not read the staged file {full}: {e}") from e
 
     # ------------------------------------------------------------------ reading
 
