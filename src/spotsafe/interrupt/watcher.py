@@ -71,7 +71,7 @@ class PollingWatcher:
     """Base of the built-in watchers: per-poll error handling, log-once, backoff.
 
     Subclasses implement :meth:`_check`, which returns the requests found and may raise
-    :class:`~spotsafe.interrupt._http.MetadataUnavailable` (or ValueError for a garbled answer).
+    :class:`~spotsafe.errors.MetadataUnavailable` (or ValueError for a garbled answer).
     A failed poll is never a preemption: it is logged once per outage, recorded in
     :attr:`last_error`, and followed by a longer pause.
     """

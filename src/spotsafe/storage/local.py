@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -11,7 +12,10 @@ from pathlib import Path
 from spotsafe.errors import ObjectMissing, StorageError
 from spotsafe.storage.base import Buffer, Store
 
-_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+# Errors that trying again cannot fix: permissions, a read-only or full disk, and a path
+# that cannot be one (a file where a directory should be, a loop of links, a name too long).
+_FATAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                 errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG}  # fmt: skip
 
 
 def _storage_error(what: str, path: Path, e: OSError) -> StorageError:
@@ -114,7 +118,11 @@ class LocalStore(Store):
         except OSError as e:
             raise _storage_error("write", full, e) from e
         finally:
-            tmp.unlink(missing_ok=True)  # linked, refused, or failed: the name goes either way
+            # Linked, refused, or failed: the name goes either way. Where it never existed
+            # (no such directory, or a file in its way) there is nothing to remove, and the
+            # write's own error is the one to report.
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                tmp.unlink()
         return size
 
     def read_bytes(self, path: str) -> bytes:
