@@ -8,7 +8,6 @@ signal handler: handlers only record the request; the loop acts on it at a step 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 
 from spotsafe.checkpoint import Checkpointer, PendingSave, SaveInfo, distributed
 from spotsafe.data import release_workers, shield_workers
+from spotsafe.env import ChildEnv
 from spotsafe.errors import ConfigError, SpotsafeError, StopError, StorageError
 from spotsafe.interrupt import (
     NoticeWatcher,
@@ -27,28 +27,25 @@ from spotsafe.interrupt import (
     watchers_from_env,
 )
 from spotsafe.interrupt.signals import DEFAULT_SIGNALS
-from spotsafe.jobrecord import observed_interruptions
+from spotsafe.jobrecord import observed_interruptions, record_clean_stop
 from spotsafe.policy import (
     Auto,
     EverySeconds,
     EverySteps,
     IntervalState,
     MaxLostWork,
-    Pool,
     SaveNow,
-    get_pool,
-    load_pools,
     mtbi_estimate,
+    pool_from_env,
 )
 from spotsafe.policy.interval import DEFAULT_PRIOR_WEIGHT
-from spotsafe.policy.pools import MAX_GRACE_S, MAX_LOST_WORK_S
-from spotsafe.state import ENV_POOL, TrainState
+from spotsafe.policy.pools import DEFAULT_POOL, MAX_GRACE_S, MAX_LOST_WORK_S
+from spotsafe.state import TrainState
 from spotsafe.storage import redact_url
 
 log = logging.getLogger("spotsafe")
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on request, newest state durable, retry me
-ENV_CONFIG = "SPOTSAFE_CONFIG"
 HEARTBEAT_S = 60.0  # seconds between progress events: enough to tell progress from a hang
 MAX_SAVE_FAILURES = 3  # consecutive failed saves before the Guard stops training
 
@@ -64,13 +61,6 @@ class IntervalPolicy(Protocol):
     """Anything with ``decide(IntervalState) -> SaveNow | Wait`` (see spotsafe.policy)."""
 
     def decide(self, state: IntervalState) -> Any: ...
-
-
-def pool_from_env(env: dict[str, str] | None = None) -> Pool:
-    """The pool named by ``$SPOTSAFE_POOL`` (from ``$SPOTSAFE_CONFIG`` or ./spotsafe.toml)."""
-    env = dict(os.environ) if env is None else env
-    name = env.get(ENV_POOL) or "standard"
-    return get_pool(name, load_pools(env.get(ENV_CONFIG) or None))
 
 
 def _check(name: str, value: Any, bound: float, unit: str, *, integer: bool = False) -> None:
@@ -231,7 +221,9 @@ class Guard:
                 watchers = watchers_from_env(clock=self.clock)
             self._notices = NoticeWatcher(self.flag, watchers, clock=self.clock).start()
             self._record(
-                "guard_start", step=self.state.step, pool=os.environ.get(ENV_POOL) or "standard"
+                "guard_start",
+                step=self.state.step,
+                pool=ChildEnv.from_environ().pool or DEFAULT_POOL,
             )
         except BaseException:
             # No __exit__ follows a failed __enter__: left installed, the handlers would
@@ -452,6 +444,17 @@ class Guard:
             deadline_met=fit,
             notice_to_durable_s=done - request.received_s,
             exit_code=self.exit_code,
+        )
+        # The job record's create-once stop: how the supervisor tells a clean stop from a
+        # crash whatever code reaches it (torchrun turns 75 into 1).
+        record_clean_stop(
+            self.checkpointer.store,
+            self.checkpointer.attempt,
+            step=self.state.step,
+            reason=request.source,
+            exit_code=self.exit_code,
+            flush_s=flush_s,
+            deadline_met=fit,
         )
         self._flush_events()
         if self._notices is not None and request.kind is StopKind.STOP:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 import warnings
@@ -12,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from spotsafe import rng
+from spotsafe.env import ChildEnv
 from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch, ConfigError
 
 ENV_JOB_ID = "SPOTSAFE_JOB_ID"
@@ -154,10 +154,10 @@ class TrainState:
 
         from spotsafe._version import __version__
 
-        attempt = os.environ.get(ENV_ATTEMPT)
+        child = ChildEnv.from_environ()  # the supervisor->child contract (spotsafe.env)
         return {
-            "job_id": os.environ.get(ENV_JOB_ID) or None,
-            "attempt": int(attempt) if attempt and attempt.isdigit() else None,
+            "job_id": child.job_id,
+            "attempt": child.attempt,
             "world_size": _world_size(),
             "versions": {
                 "spotsafe": __version__,

@@ -178,3 +178,17 @@ def test_loader_workers_outlive_a_signal_to_the_whole_process_group(tmp_path) ->
     assert "DataLoader worker" not in err
     (event,) = stop_events(tmp_path)
     assert event.get("clean") is True and event.get("step") == newest_step(tmp_path)
+
+
+def test_a_supervised_stop_is_recorded_in_the_job_record(tmp_path) -> None:
+    from spotsafe.jobrecord import read_stop
+
+    env = {"SPOTSAFE_ATTEMPT": "1", "SPOTSAFE_JOB_ID": "job-stop"}
+    child = Child(tmp_path, "--step-s", "0.05", "--every", "1000", env=env)
+    child.run_until_step(4)
+    child.proc.send_signal(signal.SIGTERM)
+    code, _ = child.finish()
+    assert code == 75, child.stderr()
+    stop = read_stop(open_store(str(tmp_path)), 1)
+    assert stop is not None and stop.step == newest_step(tmp_path)
+    assert stop.reason == "signal:SIGTERM" and stop.details["exit_code"] == 75
