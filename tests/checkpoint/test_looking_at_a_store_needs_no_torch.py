@@ -69,11 +69,6 @@ def test_store_view_lists_verifies_and_releases_without_torch(tmp_path: Path) ->
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/ls.py, cli/verify.py and cli/_store.py still open a Checkpointer (torch); "
-    "they should open a spotsafe.checkpoint.view.StoreView. Remove this mark with that change.",
-)
 def test_the_cli_lists_and_verifies_without_torch(tmp_path: Path) -> None:
     two_checkpoints(tmp_path)
     run_without_torch(f"""

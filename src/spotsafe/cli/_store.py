@@ -1,28 +1,22 @@
-"""Opening a store to look at it, for ``ls`` and ``verify``."""
+"""Opening a store to look at it, for ``ls`` and ``verify``: torch-free (StoreView)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from spotsafe.checkpoint.view import StoreView
 from spotsafe.errors import StorageError
 
-if TYPE_CHECKING:
-    from spotsafe.checkpoint import Checkpointer
+
+def open_to_read(url: str) -> StoreView:
+    """A read-only, torch-free view of the checkpoints at ``url``."""
+    return StoreView(url)
 
 
-def open_to_read(url: str) -> Checkpointer:
-    """A read-only Checkpointer on ``url``."""
-    from spotsafe.checkpoint import Checkpointer
-
-    return Checkpointer(url, read_only=True)
-
-
-def check_not_empty(ckpt: Checkpointer, url: str) -> None:
+def check_not_empty(view: StoreView) -> None:
     """Raise when the store holds nothing at all: a mistyped path or URL is an error, not
     "no checkpoints". An existing empty local directory is a store without checkpoints."""
     from spotsafe.storage.local import LocalStore
 
-    store = ckpt.store
+    store = view.store
     if isinstance(store, LocalStore):
         if store.root.is_dir():
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from spotsafe.checkpoint.discovery import CheckpointListing
 from spotsafe.cli._format import human_bytes, table, when
 from spotsafe.cli._store import check_not_empty, open_to_read
 
@@ -16,16 +17,27 @@ def command(store: str) -> None:
     States: valid (manifest and sizes check out; `spotsafe verify` checks every byte),
     partial (never committed), corrupt, quarantined, foreign (another job), newer (written
     by a newer spotsafe: upgrade), shared (pruned, but its data is still used by kept
-    checkpoints). A path or URL with nothing there is an error (exit 2).
+    checkpoints). A checkpoint whose data loader cannot resume exactly (persistent
+    workers, out-of-order loading) is noted "not exact: NAMES". A path or URL with nothing
+    there is an error (exit 2).
     """
-    ckpt = open_to_read(store)
-    listing = ckpt.checkpoints()
+    view = open_to_read(store)
+    listing = view.checkpoints()
     if not listing:
-        check_not_empty(ckpt, store)
-        click.echo(f"no checkpoints in {ckpt.store.url}")
+        check_not_empty(view)
+        click.echo(f"no checkpoints in {view.store.url}")
         return
     rows = [
-        [str(c.step), when(c.created_at), human_bytes(c.size), c.status.value, c.reason, c.path]
+        [str(c.step), when(c.created_at), human_bytes(c.size), c.status.value, note(c), c.path]
         for c in listing
     ]
     click.echo(table(["STEP", "TIME", "SIZE", "STATE", "NOTE", "PATH"], rows))
+
+
+def note(c: CheckpointListing) -> str:
+    """The NOTE column: why a checkpoint is not valid, and whether it resumes exactly."""
+    parts = [c.reason] if c.reason else []
+    not_exact = c.manifest.extra.get("not_exact") if c.manifest is not None else None
+    if isinstance(not_exact, dict) and not_exact:
+        parts.append(f"not exact: {', '.join(sorted(map(str, not_exact)))}")
+    return "; ".join(parts)

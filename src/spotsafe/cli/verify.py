@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
+from spotsafe.checkpoint.discovery import Status
 from spotsafe.cli._format import human_bytes, table
 from spotsafe.cli._store import check_not_empty, open_to_read
-from spotsafe.errors import CheckpointNotFound
-
-if TYPE_CHECKING:
-    from spotsafe.checkpoint import Checkpointer
 
 EXIT_BAD_CHECKPOINT = 1
 
@@ -35,15 +31,14 @@ def command(store: str, step: int | None, release: int | None) -> None:
     committed checkpoint is corrupt, 0 if every one checked is valid. A path or URL with
     nothing there is an error (exit 2).
     """
-    from spotsafe.checkpoint import Status
-
-    ckpt = open_to_read(store)
+    view = open_to_read(store)
     if release is not None:
-        _release(ckpt, release)
+        for c in view.release(release):
+            click.echo(f"released {c.path} (was quarantined: {c.reason})")
         step = release
-    results = ckpt.verify(step)
+    results = view.verify(step)
     if not results:
-        check_not_empty(ckpt, store)
+        check_not_empty(view)
     committed = [c for c in results if c.status in (Status.VALID, Status.CORRUPT)]
     rows = [[str(c.step), human_bytes(c.size), c.status.value, c.reason] for c in results]
     click.echo(table(["STEP", "SIZE", "STATE", "NOTE"], rows) if rows else "no checkpoints")
@@ -52,14 +47,3 @@ def command(store: str, step: int | None, release: int | None) -> None:
         click.echo(f"{len(bad)} of {len(committed)} checkpoint(s) are corrupt", err=True)
         sys.exit(EXIT_BAD_CHECKPOINT)
     click.echo(f"{len(committed)} checkpoint(s) verified")
-
-
-def _release(ckpt: Checkpointer, step: int) -> None:
-    from spotsafe.checkpoint import Status, quarantine
-
-    held = [c for c in ckpt.checkpoints() if c.step == step and c.status is Status.QUARANTINED]
-    if not held:
-        raise CheckpointNotFound(f"{ckpt.store.url}: no quarantined checkpoint at step {step}")
-    for c in held:
-        quarantine.release(ckpt.store, c.path)
-        click.echo(f"released {c.path} (was quarantined: {c.reason})")
