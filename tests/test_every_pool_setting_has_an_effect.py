@@ -152,11 +152,6 @@ def test_the_prices_are_exposed_together() -> None:
     assert Pool().prices.savings_fraction is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Checkpointer takes keep_last from pool_from_env() once it is wired "
-    "(checkpoint/checkpointer.py); remove this marker then",
-)
 def test_keep_last_comes_from_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

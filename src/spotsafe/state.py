@@ -14,10 +14,6 @@ from spotsafe import rng
 from spotsafe.env import ChildEnv
 from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch, ConfigError
 
-ENV_JOB_ID = "SPOTSAFE_JOB_ID"
-ENV_ATTEMPT = "SPOTSAFE_ATTEMPT"
-ENV_POOL = "SPOTSAFE_POOL"
-
 _RESERVED = {"step", "epoch", "config"}
 
 

@@ -53,6 +53,7 @@ from spotsafe.checkpoint.discovery import (
 )
 from spotsafe.checkpoint.manifest import Manifest, checkpoint_dir
 from spotsafe.checkpoint.view import verify_checkpoints
+from spotsafe.env import ChildEnv
 from spotsafe.errors import (
     CheckpointCorrupt,
     CheckpointMismatch,
@@ -64,7 +65,8 @@ from spotsafe.errors import (
     StorageError,
 )
 from spotsafe.events import EventLog
-from spotsafe.state import ENV_ATTEMPT, ENV_JOB_ID, TrainState
+from spotsafe.policy.pools import pool_from_env
+from spotsafe.state import TrainState
 from spotsafe.storage import StagedStore, Store, store_from_env
 from spotsafe.storage.ephemeral import check_store_durable
 
@@ -171,7 +173,8 @@ class Checkpointer:
         store: a local path, an fsspec URL (``s3://bucket/run``) or a Store; None means
             ``$SPOTSAFE_STORE``.
         keep_last: how many committed checkpoints to keep (2 to 10,000; at least 2, so that a
-            checkpoint that turns out corrupt always has a predecessor).
+            checkpoint that turns out corrupt always has a predecessor). None: the pool's
+            ``keep_last`` (``$SPOTSAFE_POOL``; 3 in the standard pool); a value given wins.
         job_id: the job the checkpoints belong to; default ``$SPOTSAFE_JOB_ID``. A
             checkpoint of another job is never loaded.
         allow_ephemeral: allow a store that vanishes with the machine (tmpfs, /tmp on a
@@ -211,7 +214,7 @@ class Checkpointer:
         self,
         store: str | os.PathLike[str] | Store | None = None,
         *,
-        keep_last: int = 3,
+        keep_last: int | None = None,
         job_id: str | None = None,
         allow_ephemeral: bool | None = None,
         incremental: bool = True,
@@ -224,6 +227,9 @@ class Checkpointer:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        child = ChildEnv.from_environ()  # the supervisor->child contract (spotsafe.env)
+        if keep_last is None:
+            keep_last = pool_from_env(child).keep_last
         why_two = "so that a corrupt newest checkpoint always has a valid predecessor"
         _check_int("keep_last", keep_last, 2, MAX_KEEP_LAST, why_two)
         _check_int("shard_bytes", shard_bytes, layout.ALIGN, MAX_SHARD_BYTES, "one data file")
@@ -239,9 +245,8 @@ class Checkpointer:
         else:
             check_store_durable(self.store.url, allow_ephemeral=allow_ephemeral)
         self.keep_last = keep_last
-        self.job_id = job_id if job_id is not None else (os.environ.get(ENV_JOB_ID) or None)
-        attempt = os.environ.get(ENV_ATTEMPT, "")
-        self.attempt = int(attempt) if attempt.isdigit() else None
+        self.job_id = job_id if job_id is not None else child.job_id
+        self.attempt = child.attempt
         self.generation: int | None = self.attempt
         self.incremental = incremental
         self.shard_bytes = shard_bytes

@@ -23,7 +23,7 @@ from spotsafe.checkpoint.discovery import (
     still_committed,
 )
 from spotsafe.checkpoint.manifest import Manifest
-from spotsafe.env import ENV_JOB_ID
+from spotsafe.env import ChildEnv
 from spotsafe.errors import CheckpointCorrupt, CheckpointNotFound
 from spotsafe.storage import Store, store_from_env
 
@@ -54,7 +54,7 @@ class StoreView:
         threads: int = DEFAULT_THREADS,
     ) -> None:
         self.store = store_from_env(store)
-        self.job_id = job_id if job_id is not None else (os.environ.get(ENV_JOB_ID) or None)
+        self.job_id = job_id if job_id is not None else ChildEnv.from_environ().job_id
         self.threads = threads
         self._manifests: dict[str, Manifest] = {}  # manifests never change: cache them
 
