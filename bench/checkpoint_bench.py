@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
+import ctypes
+import gc
 import json
 import math
 import os
@@ -212,6 +215,16 @@ def evict(path: Path) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+
+
+def trim_heap() -> None:
+    """Return freed memory to the OS (glibc ``malloc_trim``), as a new process starts: else
+    a load reuses pages the previous one freed and skips the page faults that dominate
+    loading into new memory on this VM, and which load gets them depends on the order."""
+    gc.collect()
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def tree_bytes(path: Path) -> int:
@@ -573,12 +586,13 @@ def measure_loads(
     the same state, cold (files evicted first) and warm, in alternation. spotsafe restores
     twice: into ``state`` (the objects that saved it, as the rows before) and into new ones
     from ``new_state`` (a model as built, an optimizer without state: what a new process
-    resumes into)."""
+    resumes into). Each load starts with freed memory given back (:func:`trim_heap`)."""
     model, opt = state.objects["model"], state.objects["optimizer"]
     for k in range(repeat):
         print(f"repeat {k + 1}/{repeat}: load{' (' + prefix.strip('_') + ')' if prefix else ''}",
               flush=True)  # fmt: skip
         for temp in ("cold", "warm"):
+            trim_heap()
             if temp == "cold":
                 evict(pt)
             t0 = time.perf_counter()
@@ -588,6 +602,7 @@ def measure_loads(
             opt.load_state_dict(loaded["optim"])
             s.add(f"{prefix}torch_load_apply_{temp}", time.perf_counter() - t0)
             del loaded
+            trim_heap()
             if temp == "cold":
                 evict(store)
             t0 = time.perf_counter()
@@ -595,6 +610,7 @@ def measure_loads(
             s.add(f"{prefix}ss_restore_{temp}", time.perf_counter() - t0)
             assert info is not None and not info.fell_back
             fresh = new_state()
+            trim_heap()
             if temp == "cold":
                 evict(store)
             t0 = time.perf_counter()
@@ -909,7 +925,7 @@ def load_rows(s: Samples, prefix: str, nbytes: int, label: str = "") -> list[Row
             timed("torch.load + load_state_dict", "torch_load_apply"),
             timed("spotsafe restore, verified", "ss_restore"),
             check("", s.median(f"{prefix}ss_restore_{temp}") / base, "torch.load", "<=", 1.0),
-            timed("spotsafe restore into new objects", "ss_restore_new"),
+            timed("spotsafe restore, new objects", "ss_restore_new"),
             check("", s.median(f"{prefix}ss_restore_new_{temp}") / base, "torch.load", "<=", 1.0),
         ]
     return rows
