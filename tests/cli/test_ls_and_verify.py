@@ -102,3 +102,21 @@ def test_a_read_only_checkpointer_never_writes(tmp_path) -> None:
     with pytest.raises(ConfigError, match="read_only"):
         ckpt.save(state)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_ls_notes_a_checkpoint_whose_loader_cannot_resume_exactly(tmp_path) -> None:
+    import warnings
+
+    import torch
+
+    data = torch.utils.data.TensorDataset(torch.arange(8.0))
+    loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=1, persistent_workers=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the NotExactWarning itself is the data tests' concern
+        state = spotsafe.TrainState(loader=loader)
+    ckpt = spotsafe.Checkpointer(str(tmp_path), events=False)
+    state.step = 1
+    ckpt.save(state)
+    ckpt.close()
+    code, out, _ = run("ls", str(tmp_path))
+    assert code == 0 and "not exact: loader" in out.splitlines()[1]

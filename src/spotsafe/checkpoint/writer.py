@@ -129,6 +129,8 @@ def new_manifest(
         files=written.files,
         tensors=written.entries,
         tree=tree,
+        # Loaders that cannot resume exactly (TrainState.metadata): `spotsafe ls` shows them.
+        extra={"not_exact": dict(meta["not_exact"])} if meta.get("not_exact") else {},
     )
 
 
