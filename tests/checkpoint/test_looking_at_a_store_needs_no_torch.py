@@ -15,19 +15,9 @@ import xxhash
 import spotsafe
 from spotsafe.checkpoint import Status, StoreView
 from spotsafe.checkpoint.manifest import _canonical
-from tests.support.tiny import perturb, tiny_state
+from tests.support.tiny import tiny_state, two_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def two_checkpoints(root: Path) -> None:
-    ckpt = spotsafe.Checkpointer(str(root), incremental=False, events=False)
-    state = tiny_state()
-    for step in (10, 20):
-        perturb(state)
-        state.step = step
-        ckpt.save(state)
-    ckpt.close()
 
 
 def run_without_torch(code: str) -> str:

@@ -14,18 +14,13 @@ from spotsafe.checkpoint import Status
 from spotsafe.cli import cli
 from spotsafe.errors import CheckpointMismatch, CheckpointTooNew, NoValidCheckpoint
 from tests.checkpoint.test_manifests_are_validated_before_trusted import write_doc
-from tests.support.tiny import perturb, tiny_state
+from tests.support import tiny
+from tests.support.tiny import tiny_state
 
 
 def two_checkpoints(root: Path) -> Path:
-    ckpt = spotsafe.Checkpointer(str(root), incremental=False, events=False)
-    state = tiny_state()
-    for step in (10, 20):
-        perturb(state)
-        state.step = step
-        ckpt.save(state)
-    ckpt.close()
-    return next((root / "checkpoints").glob("step-000000000020-*")) / "MANIFEST.json"
+    """Steps 10 and 20 in ``root``; step 20's manifest."""
+    return tiny.two_checkpoints(root) / "MANIFEST.json"
 
 
 def newer_schema(doc: dict) -> None:

@@ -11,18 +11,9 @@ from click.testing import CliRunner
 
 import spotsafe
 from spotsafe.cli import cli
-from tests.support.tiny import perturb, tiny_state
+from tests.support.tiny import tiny_state, two_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def two_checkpoints(root: Path) -> None:
-    ckpt = spotsafe.Checkpointer(str(root), incremental=False, events=False)
-    state = tiny_state()
-    for step in (10, 20):
-        perturb(state)
-        state.step = step
-        ckpt.save(state)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 import spotsafe
@@ -25,3 +27,16 @@ def perturb(state: spotsafe.TrainState) -> None:
     with torch.no_grad():
         for p in state.objects["model"].parameters():
             p.add_(1.0)
+
+
+def two_checkpoints(root: Path) -> Path:
+    """Steps 10 and 20 of a tiny state in ``root`` (no shared files, no events); returns
+    step 20's directory."""
+    ckpt = spotsafe.Checkpointer(str(root), incremental=False, events=False)
+    state = tiny_state()
+    for step in (10, 20):
+        perturb(state)
+        state.step = step
+        ckpt.save(state)
+    ckpt.close()
+    return next((root / "checkpoints").glob("step-000000000020-*"))
