@@ -209,7 +209,10 @@ def evict(path: Path) -> None:
     """Drop the page cache of every file below ``path`` (clean pages; no root needed)."""
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     for f in files:
-        fd = os.open(f, os.O_RDONLY)
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # an event log's temporary file, renamed meanwhile
         try:
             os.fdatasync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -605,17 +608,21 @@ def measure_loads(
             trim_heap()
             if temp == "cold":
                 evict(store)
+            ckpt = checkpointer(store, notes, keep_last=2)
             t0 = time.perf_counter()
-            info = checkpointer(store, notes, keep_last=2).restore(state)
+            info = ckpt.restore(state)
             s.add(f"{prefix}ss_restore_{temp}", time.perf_counter() - t0)
+            ckpt.close()
             assert info is not None and not info.fell_back
             fresh = new_state()
             trim_heap()
             if temp == "cold":
                 evict(store)
+            ckpt = checkpointer(store, notes, keep_last=2)
             t0 = time.perf_counter()
-            info = checkpointer(store, notes, keep_last=2).restore(fresh)
+            info = ckpt.restore(fresh)
             s.add(f"{prefix}ss_restore_new_{temp}", time.perf_counter() - t0)
+            ckpt.close()
             assert info is not None and not info.fell_back
             del fresh
 

@@ -14,7 +14,7 @@ from spotsafe.checkpoint import fetch
 from spotsafe.checkpoint.manifest import Manifest, TensorEntry
 from spotsafe.errors import NoValidCheckpoint
 
-WIDTH = 1024  # a 1024x1024 float32 weight: 4 MiB, so its moments are read into huge pages
+WIDTH = 640  # a 640x640 float32 weight: 1.6 MB
 
 
 def big_state(seed: int) -> tuple[spotsafe.TrainState, torch.nn.Module, torch.optim.Optimizer]:
@@ -197,13 +197,3 @@ def test_many_small_tensors_are_filled_by_scattered_reads(tmp_path: Path) -> Non
     spotsafe.Checkpointer(str(tmp_path), events=False).restore(spotsafe.TrainState(model=other))
     assert all(torch.equal(a, b) for a, b in zip(other, saved, strict=True))
     assert [p.data_ptr() for p in other] == where
-
-
-def test_new_memory_outlives_the_buffer_it_was_read_into() -> None:
-    from spotsafe.checkpoint.reader import HUGE_BUFFER_BYTES, new_buffer
-
-    buf = new_buffer(2 * HUGE_BUFFER_BYTES)
-    view = buf[HUGE_BUFFER_BYTES : HUGE_BUFFER_BYTES + 16].view(torch.float32)
-    del buf
-    view.fill_(2.5)
-    assert view.sum().item() == 10.0

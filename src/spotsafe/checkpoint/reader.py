@@ -20,8 +20,6 @@ larger buffer). Stores other than local files are read once, into new memory.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -39,9 +37,6 @@ from spotsafe.storage import Store
 # buffer of their run. Below torch's parallel grain (32768 elements), so the copy runs on
 # one thread: on a busy 2-core host, a multi-threaded copy_ of 2 MB took 9 ms, not 0.4 ms.
 OWN_STORAGE_BYTES = 64 * 1024
-# Buffers from this size up are mapped with huge pages (see new_buffer).
-HUGE_BUFFER_BYTES = 4 * 1024 * 1024
-MADV_POPULATE_WRITE = 23  # Linux 5.14: fault a range in for writing, now (not in mmap's names)
 
 
 def load_state(
@@ -87,7 +82,9 @@ def load_tensors(
     def buffer_for(run: fetch.Run) -> memoryview | None:
         if run.members[0] in live:
             return None  # check only: filled in place below
-        buf = new_buffer(run.size)
+        # Ordinary memory: huge-page mappings faulted in 4x faster alone, but made whole
+        # restores slower and erratic here (the kernel compacts memory to find huge pages).
+        buf = torch.empty(run.size, dtype=torch.uint8)
         with lock:
             buffers[run] = buf
         return layout.bytes_of(buf)
@@ -205,24 +202,6 @@ def _fits(t: torch.Tensor, entry: TensorEntry) -> bool:
     except (CheckpointError, RuntimeError, TypeError, ValueError):
         return False  # a dtype the format lacks, or memory numpy cannot see: copy it instead
     return True
-
-
-def new_buffer(nbytes: int) -> torch.Tensor:
-    """``nbytes`` of new memory for tensors to be read into, faulted in at once.
-
-    On Linux a large buffer is an anonymous mapping backed by transparent huge pages where
-    the kernel allows them (``madvise``): faulting in 2 MiB pages instead of 4 KiB ones was
-    4x cheaper on the benchmark VM (12 ms per 64 MiB against 52 ms), and faulting is what
-    dominates reading into new memory there. Elsewhere, or if the kernel refuses, it is
-    ordinary memory.
-    """
-    if nbytes < HUGE_BUFFER_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(nbytes, dtype=torch.uint8)
-    region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    for advice in (mmap.MADV_HUGEPAGE, MADV_POPULATE_WRITE):
-        with contextlib.suppress(OSError):  # THP off, or a kernel before 5.14: just slower
-            region.madvise(advice)
-    return torch.frombuffer(region, dtype=torch.uint8)  # keeps the mapping while it lives
 
 
 def tensor_from_bytes(data: torch.Tensor, entry: TensorEntry, where: str) -> torch.Tensor:
