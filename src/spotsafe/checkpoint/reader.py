@@ -2,20 +2,26 @@
 
 Where the state to load into already holds a tensor of the same dtype and shape (a model's
 parameters; an optimizer's moments once it has stepped), the checkpoint's bytes are read
-straight into it, in two passes over the same open files:
+straight into it, in two passes over the same files:
 
 1. check: every tensor's bytes are hashed (the live tensors' ones streamed through a small
    buffer, the others read into new memory and kept) - nothing live is touched yet, so a
    corrupt checkpoint, and the fallback past it, leave the state as it was;
 2. fill: only once all of the checkpoint checked out, the live tensors' bytes are read
-   again, into the tensors themselves, and hashed again.
+   again (from the page cache, by now), scattered into the tensors themselves, and hashed
+   again. A file pruned between the passes fails the second one, and restore treats the
+   checkpoint as pruned: the next one it loads overwrites the tensors again.
 
 That saves what dominates a restore on a CPU host: faulting in fresh memory for those
-tensors and copying them over in ``load_state_dict`` (which then finds each tensor already
-in place). Other tensors come back as views into the buffers their runs were read into
-(64-byte aligned: no copy); small ones get storage of their own, because some consumers
-read a tensor's storage from its start (``Generator.set_state`` fails on a view into a
-larger buffer). Stores other than local files are read once, into new memory.
+tensors and copying them over in ``load_state_dict``, which then finds each tensor already
+in place (``copy_`` from a tensor onto itself returns at once). Even cold, filling an
+optimizer's tensors in place beat reading them into new memory for it to adopt (GPT-2 +
+Adam, 1.5 GB: 1.29 s against 1.55 s; the page faults did not hide behind the disk reads).
+
+Other tensors come back as views into the buffers their runs were read into (64-byte
+aligned: no copy); small ones get storage of their own, because some consumers read a
+tensor's storage from its start (``Generator.set_state`` fails on a view into a larger
+buffer). Stores other than local files are read once, into new memory.
 """
 
 from __future__ import annotations
