@@ -111,6 +111,11 @@ def read_attempt(store: Store, attempt: int, kind: str) -> dict[str, Any] | None
         raw = store.read_bytes(path)
     except ObjectMissing:
         return None
+    return parse_record(store, path, raw)
+
+
+def parse_record(store: Store, path: str, raw: bytes) -> dict[str, Any]:
+    """One job-record object read from ``path``; a fatal StorageError if it is garbled."""
     try:
         doc = json.loads(raw)
     except ValueError as e:

@@ -37,6 +37,7 @@ from spotsafe.jobrecord import (
     attempt_path,
     check_fence,
     current_generation,
+    parse_record,
 )
 from spotsafe.policy import AttemptRecord, ExitClass, RetryState
 from spotsafe.storage import Store
@@ -216,17 +217,7 @@ class JobRecord:
             ) from e
 
     def _read(self, path: str) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.store.read_bytes(path))
-        except ValueError as e:
-            raise StorageError(
-                f"{self.store.url}/{path}: the job record is garbled ({e}); inspect it or start "
-                "a new job in another store",
-                retryable=False,
-            ) from e
-        if not isinstance(doc, dict):
-            raise StorageError(f"{self.store.url}/{path}: not a JSON object", retryable=False)
-        return doc
+        return parse_record(self.store, path, self.store.read_bytes(path))
 
     # ------------------------------------------------------------------ views
 
