@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos clean
+.PHONY: venv browser test lint demo bench chaos clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,14 @@ lint: venv
 	$(VENV)/bin/ruff format --check src tests bench examples
 	$(VENV)/bin/mypy
 
-test: lint
+# The dashboard test opens the report in a real headless Chromium: Debian's package (Playwright
+# drives it; it downloads no browser of its own).
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: lint browser
 	$(VENV)/bin/pytest -q
 
 demo: venv

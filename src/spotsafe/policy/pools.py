@@ -157,6 +157,11 @@ class Pool:
     """Price of one on-demand instance per hour (same currency, 0 to 10^6); None: unknown."""
     mtbi_prior_s: float = DEFAULT_MTBI_PRIOR_S
     """Prior mean time between interruptions in seconds, before any is observed (<= 1 year)."""
+    max_stall_s: float = 1800.0
+    """Seconds without a training step before the supervisor stops an attempt as hung
+    (> 0, at most a week); counted from the first step, never during start-up."""
+    instances: int = 1
+    """Instances (machines) one attempt occupies, for the cost report (1 to 100000)."""
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -199,6 +204,8 @@ MAX_GRACE_S = 3600.0  # an hour: clouds give 30 s to 2 min, Slurm's --signal is 
 MAX_LEASE_TTL_S = 86400.0  # a day without a heartbeat is a dead supervisor
 MAX_PRICE_PER_HOUR = 1e6
 MAX_MTBI_PRIOR_S = 365 * 86400.0  # a year
+MAX_STALL_S = 7 * 86400.0  # a week without a step is no training
+MAX_INSTANCES = 100_000
 
 # (kind, minimum, maximum, why). Kinds: "int" (a TOML integer), "float" (integer or float,
 # finite), "opt_*" the same or None. Minimums are inclusive unless the kind ends in ">"
@@ -230,6 +237,8 @@ _RULES: dict[str, tuple[str, float, float, str]] = {
     "spot_price_per_hour": ("opt_float", 0, MAX_PRICE_PER_HOUR, "a price"),
     "on_demand_price_per_hour": ("opt_float", 0, MAX_PRICE_PER_HOUR, "a price"),
     "mtbi_prior_s": ("float>", 0, MAX_MTBI_PRIOR_S, "a mean time in seconds"),
+    "max_stall_s": ("float>", 0, MAX_STALL_S, "seconds without a step before a hang is declared"),
+    "instances": ("int", 1, MAX_INSTANCES, "machines one attempt runs on"),
 }
 
 

@@ -242,6 +242,10 @@ class Supervisor:
             # What this attempt's capacity costs (the pool's prices), for the cost report.
             "capacity": "on_demand" if on_demand else "spot",
             "price_per_hour": self.pool.prices.per_hour(on_demand=on_demand),
+            # Both prices and the instance count: the report's on-demand equivalent.
+            "spot_price_per_hour": self.pool.spot_price_per_hour,
+            "on_demand_price_per_hour": self.pool.on_demand_price_per_hour,
+            "instances": self.pool.instances,
         }
         record.start(
             AttemptStart(
