@@ -6,6 +6,7 @@ import os
 
 import click
 
+from spotsafe.cli._params import Number
 from spotsafe.env import ENV_JOB_ID, ENV_POOL, ENV_STORE
 
 
@@ -31,6 +32,25 @@ from spotsafe.env import ENV_JOB_ID, ENV_POOL, ENV_STORE
     default=None,
     help="Config file (default ./spotsafe.toml, or [tool.spotsafe] in ./pyproject.toml).",
 )
+@click.option(
+    "--metrics-port",
+    type=Number(int, 0, 65535),
+    default=None,
+    help="Serve the job's Prometheus metrics on this port (0: any free one; the URL is printed).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address the metrics port binds (loopback unless you say otherwise).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the metrics to this file for node_exporter's textfile collector "
+    "(replaced whole, every 15 s and at exit).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def command(
@@ -39,6 +59,9 @@ def command(
     job_id: str | None,
     pool: str,
     config: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_file: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND until it succeeds, resuming from the newest checkpoint after each exit.
@@ -75,7 +98,19 @@ def command(
         config=config_path,
         watchers=watchers_from_env(),
     )
-    outcome = supervisor.run()
+    exporter = None
+    if metrics_port is not None or metrics_file is not None:
+        from spotsafe.metrics import serve
+
+        exporter = serve(opened, pool=pool, port=metrics_port, host=metrics_host,
+                         file=metrics_file)  # fmt: skip
+        if exporter.url is not None:
+            click.echo(f"spotsafe run: metrics at {exporter.url}", err=True)
+    try:
+        outcome = supervisor.run()
+    finally:
+        if exporter is not None:
+            exporter.close()
     if outcome.exit_code != 0:
         word = "gave up" if outcome.exit_code == 1 else "stopped"
         click.echo(f"spotsafe run: {word}: {outcome.reason}", err=True)
