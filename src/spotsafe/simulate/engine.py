@@ -203,12 +203,9 @@ def _run_block(
         x = windows - job.overhead_s
         x[:, 0] += np.where(fresh[active], job.overhead_s, 0.0)
         xp = np.maximum(x, 0.0)
-        if job.notice_saves:
-            # The notice stops training at a step, saves and persists: all work done until
-            # the notice is kept; the time after it is lost.
-            trained = np.maximum(x - job.notice_s, 0.0)
-        else:
-            trained = xp
+        # A usable notice stops training at a step, saves and persists: all work done until
+        # the notice is kept; the time after it is lost.
+        trained = np.maximum(x - job.notice_s, 0.0) if job.notice_saves else xp
         cycles = np.floor(trained / cycle)
         done_work = cycles * tau + np.minimum(trained - cycles * cycle, tau)
         if job.notice_saves:
@@ -229,7 +226,8 @@ def _run_block(
         before = (np.arange(k)[None, :] < last[:, None]).astype(np.float64)
 
         def upto(a: Array, before: Array = before) -> Array:
-            return np.einsum("ij,ij->i", a, before)
+            total: Array = np.einsum("ij,ij->i", a, before)
+            return total
 
         li = np.minimum(last, k - 1)
         fin_left = np.where(finished, left[rows, li], 0.0)

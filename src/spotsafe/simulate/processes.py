@@ -114,8 +114,7 @@ def band_process(band: str) -> Poisson:
     key = key if key.endswith("%") else key + "%"
     if key not in BANDS:
         raise ConfigError(
-            f"--band {band!r}: not a Spot Instance Advisor band; use one of "
-            + ", ".join(BANDS)
+            f"--band {band!r}: not a Spot Instance Advisor band; use one of " + ", ".join(BANDS)
         )
     return Poisson(BANDS[key], name=f"band {key}")
 
@@ -179,7 +178,7 @@ class Trace:
         edges = np.diff(np.concatenate(([1], rolled, [1])))
         run_starts = np.flatnonzero(edges == -1)  # 1 -> 0: capacity back
         run_ends = np.flatnonzero(edges == 1)  # 0 -> 1: interrupted
-        starts = (run_starts + shift) * gap_s % period
+        starts = ((run_starts + shift) * gap_s % period).astype(np.float64)
         ends = starts + (run_ends - run_starts) * gap_s
         order = np.argsort(starts, kind="stable")
         return cls(starts=starts[order], ends=ends[order], period_s=period, name=name)
@@ -274,12 +273,12 @@ def _read_json(p: Path, text: str) -> Trace:
         raise ConfigError(f"{p}: expected an object with `metadata` and `data`")
     meta = doc.get("metadata")
     gap = meta.get("gap_seconds") if isinstance(meta, dict) else None
-    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not (
-        math.isfinite(gap) and gap > 0
+    if (
+        isinstance(gap, bool)
+        or not isinstance(gap, (int, float))
+        or not (math.isfinite(gap) and gap > 0)
     ):
-        raise ConfigError(
-            f"{p}: metadata.gap_seconds = {gap!r}: must be a number of seconds > 0"
-        )
+        raise ConfigError(f"{p}: metadata.gap_seconds = {gap!r}: must be a number of seconds > 0")
     data = doc.get("data")
     if not isinstance(data, list) or not data:
         raise ConfigError(f"{p}: data must be a non-empty list of 0 (available) and 1 (not)")

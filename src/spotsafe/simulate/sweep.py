@@ -90,8 +90,7 @@ def sweep(
     for interval in intervals:
         schedule(job, interval)  # every interval checked before any runs
     return [
-        run_trials(job, process, i, trials=trials, seed=seed, progress=progress)
-        for i in intervals
+        run_trials(job, process, i, trials=trials, seed=seed, progress=progress) for i in intervals
     ]
 
 
