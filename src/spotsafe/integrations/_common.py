@@ -1,0 +1,124 @@
+"""What the framework integrations share: restoring a checkpoint before the framework has
+built the objects it goes into, and a Guard entered and left by framework hooks rather than
+by a ``with`` block."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from spotsafe import rng
+from spotsafe.checkpoint import Checkpointer, RestoreInfo
+from spotsafe.guard import EXIT_PREEMPTED, Guard
+from spotsafe.interrupt import Watcher
+from spotsafe.state import TrainState
+
+
+class Held:
+    """A part of a checkpoint kept as it was loaded, for an object the framework builds later
+    (a Trainer creates its optimizer inside ``train()``); saving goes through ``source``."""
+
+    def __init__(self, source: Callable[[], Any] | None = None) -> None:
+        self.source = source
+        self.value: Any = None
+
+    def state_dict(self) -> Any:
+        if self.source is None:
+            raise TypeError("this part is only restored, never saved")
+        return self.source()
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        self.value = state_dict
+
+
+class Live:
+    """A framework object whose state is read and written through two functions."""
+
+    def __init__(self, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
+        self._get = get
+        self._put = put
+
+    def state_dict(self) -> Any:
+        return self._get()
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        self._put(state_dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resumed:
+    """A verified checkpoint loaded into memory, waiting for the framework's objects."""
+
+    info: RestoreInfo
+    parts: Mapping[str, Any]  #: each saved object's state, by name
+    rng: Mapping[str, Any]  #: every RNG as it was at the saved step
+
+    @property
+    def step(self) -> int:
+        return self.info.step
+
+
+def restore_parts(checkpointer: Checkpointer, names: list[str]) -> Resumed | None:
+    """The newest verified checkpoint of the objects ``names``, held in memory; None when
+    the store holds none. Corrupt checkpoints are skipped (and quarantined) by the
+    Checkpointer; the process's RNGs are left as the checkpoint had them."""
+    held: dict[str, Any] = {name: Held() for name in names}
+    info = checkpointer.restore(TrainState(**held))
+    if info is None:
+        return None
+    # TrainState.load_state_dict restored the checkpoint's RNGs last: capture them now, to
+    # put them back at the moment the framework's own resume would.
+    return Resumed(info=info, parts={n: h.value for n, h in held.items()}, rng=rng.capture())
+
+
+def put_rng(saved: Mapping[str, Any]) -> None:
+    """Put every RNG back to ``saved`` (from :func:`restore_parts`)."""
+    rng.restore(dict(saved))
+
+
+@dataclass(slots=True, kw_only=True)
+class GuardOptions:
+    """The Guard's settings an integration passes through (see :class:`spotsafe.Guard`)."""
+
+    every_steps: int | None = None
+    every_s: float | None = None
+    max_lost_work_s: float | None = None
+    exit_code: int = EXIT_PREEMPTED
+    watchers: list[Watcher] | None = None
+    async_saves: bool = True
+
+    def guard(self, checkpointer: Checkpointer, state: TrainState) -> Guard:
+        return Guard(
+            checkpointer,
+            state,
+            every_steps=self.every_steps,
+            every_s=self.every_s,
+            max_lost_work_s=self.max_lost_work_s,
+            exit_code=self.exit_code,
+            watchers=self.watchers,
+            async_saves=self.async_saves,
+        )
+
+
+def checkpointer_for(
+    store: str | os.PathLike[str] | None, checkpointer: Checkpointer | None
+) -> Checkpointer:
+    """The Checkpointer given, or one for ``store`` (None: ``$SPOTSAFE_STORE``)."""
+    if checkpointer is not None:
+        return checkpointer
+    return Checkpointer(store)
+
+
+def leave(
+    guard: Guard | None,
+    exc_type: type[BaseException] | None = None,
+    exc: BaseException | None = None,
+    tb: TracebackType | None = None,
+) -> None:
+    """Leave ``guard`` as a ``with`` block would: normally (save the final state) or with
+    the exception that ended training (its own stop included)."""
+    if guard is not None and guard._entered:
+        guard.__exit__(exc_type, exc, tb)
