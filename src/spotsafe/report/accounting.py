@@ -690,10 +690,15 @@ def _attempt_step_s(
     restored: int | None,
 ) -> float | None:
     if prog is not None:
-        first, last = _num(prog.get("first_step_s")), _num(prog.get("last_step_s"))
+        # From entering the Guard (the first step starts) to the end of the last step; or
+        # from the end of the first step, one step fewer.
+        first, last = _num(prog.get("entered_s")), _num(prog.get("last_step_s"))
         last_step = _int(prog.get("last_step"))
-        if first is not None and last is not None and last_step is not None:
-            steps = last_step - (restored or 0) - 1  # the first step ends at first_step_s
+        steps = None if last_step is None else last_step - (restored or 0)
+        if first is None:
+            first = _num(prog.get("first_step_s"))
+            steps = None if steps is None else steps - 1
+        if first is not None and last is not None and steps is not None:
             if steps > 0 and last > first:
                 blocking = sum(v.blocking_s for v in saves if first < v.t <= last)
                 return max(0.0, last - first - blocking) / steps
@@ -824,7 +829,10 @@ def compute(raw: _Raw, *, now_s: float) -> JobReport:
                 badput["retry_wait"] += max(0.0, d.started_s - prev_end)
             prev_end = now_s if d.ended_s is None else d.ended_s
             restore = min(wall, d.restore_s or 0.0)
-            began = d.first_step_s if d.first_step_s is not None else prev_end
+            # Training begins when the child enters the Guard (its first step starts).
+            began = d.entered_s if d.entered_s is not None else d.first_step_s
+            if began is None:
+                began = prev_end
             startup = min(wall - restore, max(0.0, began - d.started_s - restore))
             badput["startup"] += startup
             badput["restore"] += restore

@@ -139,28 +139,29 @@ def progress_points(
     """(time, step) points of one attempt's progress: its first step (at the restored step,
     or 0), its checkpoints, and the furthest step it reached at its end; steps never go back.
 
-    Empty when the attempt never took a step that the report knows of.
+    Without a recorded first step (its events died with it) the line starts at the attempt's
+    start: an estimate, drawn dotted. Empty when nothing shows that it took a step.
     """
-    points: list[tuple[float, int]] = []
+    n = attempt["attempt"]
+    start_step = int(attempt.get("restored_step") or 0)
     first = attempt.get("first_step_s")
-    start_step = attempt.get("restored_step") or 0
-    if first is not None:
-        points.append((float(first), int(start_step)))
-    for s in saves:
-        if s.get("attempt") == attempt["attempt"]:
-            points.append((float(s["t"]), int(s["step"])))
+    points = [(float(s["t"]), int(s["step"])) for s in saves if s.get("attempt") == n]
     furthest = attempt.get("furthest_step")
+    if furthest is None:
+        furthest = attempt.get("end_step")
     if furthest is not None and attempt.get("ended_s") is not None:
         points.append((float(attempt["ended_s"]), int(furthest)))
-    if points and first is None:  # saves without a first step: start where the first save is
-        points.insert(0, (points[0][0], int(start_step)))
+    if first is not None:
+        points.append((float(first), start_step))
+    elif any(step > start_step for _, step in points):
+        points.append((float(attempt["started_s"]), start_step))
     points.sort()
     out: list[tuple[float, int]] = []
     for t, step in points:
         if out and step < out[-1][1]:
             continue  # a late, older save (async) does not move progress back
         out.append((t, step))
-    return out
+    return out if len(out) > 1 or first is not None else []
 
 
 def time_at_step(points: Sequence[tuple[float, int]], step: int) -> float | None:
@@ -292,12 +293,13 @@ def _progress(report: Mapping[str, Any]) -> go.Figure | None:
         if not points:
             continue
         cls = a.get("exit_class") or "running"
+        estimated = a.get("furthest_estimated") or a.get("first_step_s") is None
         fig.add_trace(
             go.Scatter(
                 x=[_when(t) for t, _ in points], y=[s for _, s in points],
                 mode="lines+markers", name=_attempt_label(a),
                 line={"width": 2, "color": EXIT_COLORS.get(cls, "#7f7f7f"),
-                      "dash": "dot" if a.get("furthest_estimated") else "solid"},
+                      "dash": "dot" if estimated else "solid"},
                 marker={"size": 5},
                 hovertemplate="%{x}<br>step %{y}<extra>" + _attempt_label(a) + "</extra>",
             )
