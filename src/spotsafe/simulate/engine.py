@@ -215,12 +215,19 @@ def _run_block(
         else:
             gain = cycles * tau
         left = remaining[active][:, None] - (np.cumsum(gain, axis=1) - gain)
-        # An attempt can finish only if it trains at least the work left; the exact test
-        # (the final save durable too) runs on those few candidates alone.
-        cand = np.nonzero(x >= left - EPS_S)
+        # Training stops once nothing is left: the rest of the cycle is the final save.
+        done_work = np.minimum(done_work, left)
         ends = np.zeros(x.shape, dtype=bool)
-        need_c = finish_s(job, sched, np.maximum(left[cand], EPS_S))
-        ends[cand] = (x[cand] >= need_c) | (gain[cand] >= left[cand] - EPS_S)
+        if job.notice_saves:
+            # Training stops at the notice: the attempt finishes if it trained all that was
+            # left by then (its final save then fits in the notice).
+            ends = gain >= left - EPS_S
+        else:
+            # An attempt can finish only if it trains at least the work left; the exact test
+            # (the final save durable too) runs on those few candidates alone.
+            cand = np.nonzero(x >= left - EPS_S)
+            need_c = finish_s(job, sched, np.maximum(left[cand], EPS_S))
+            ends[cand] = x[cand] >= need_c
         finished = ends.any(axis=1)
         last = np.where(finished, np.argmax(ends, axis=1), k)
         before = (np.arange(k)[None, :] < last[:, None]).astype(np.float64)

@@ -10,7 +10,11 @@ restores the newest durable checkpoint (`restore_s`); an interruption can strike
 One cycle of an attempt is: train τ (the work between saves, whole steps), wait for the
 previous save to be durable if it is not yet, block C. So the cycle lasts
 L = C + max(τ, P), and the k-th save of an attempt is durable k·L + P after training began.
-The job ends when its final save (the Guard saves the final state on leaving) is durable.
+(The first cycle of an attempt waits like the others, as if a save were in flight when
+training began: a pessimism of at most C per attempt, and only when τ < P, where saves
+queue anyway.) The job ends when its final save (the Guard saves the final state on
+leaving) is durable; a notice that saves the work stops training, so the attempt finishes
+only if it trained all that was left before the notice.
 
 Example:
     >>> job = Job(work_s=3600.0, checkpoint_s=5.0, persist_s=0.0, step_s=1.0)
