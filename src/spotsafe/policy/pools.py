@@ -158,7 +158,7 @@ class Pool:
     mtbi_prior_s: float = DEFAULT_MTBI_PRIOR_S
     """Prior mean time between interruptions in seconds, before any is observed (<= 1 year)."""
     max_stall_s: float = 1800.0
-    """Seconds without a step, once the first came, before an attempt is stopped as hung (<= 7 d)."""
+    """Seconds without a step, once one came, before the attempt is stopped as hung (<= 7 d)."""
     instances: int = 1
     """Instances (machines) one attempt occupies, for the cost report (1 to 100000)."""
 
