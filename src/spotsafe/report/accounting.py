@@ -698,10 +698,9 @@ def _attempt_step_s(
         if first is None:
             first = _num(prog.get("first_step_s"))
             steps = None if steps is None else steps - 1
-        if first is not None and last is not None and steps is not None:
-            if steps > 0 and last > first:
-                blocking = sum(v.blocking_s for v in saves if first < v.t <= last)
-                return max(0.0, last - first - blocking) / steps
+        if not (first is None or last is None or steps is None or steps <= 0 or last <= first):
+            blocking = sum(v.blocking_s for v in saves if first < v.t <= last)
+            return max(0.0, last - first - blocking) / steps
     return _step_time(points, saves)
 
 
