@@ -4,9 +4,10 @@ Every interval runs on the same interruptions (the engine's common random number
 curve of mean makespan against interval is smooth up to the trials' noise. The optimum is
 not the best grid point, which the noise moves along a flat bottom: near its minimum the
 expected waste is nearly symmetric in log τ (Young: C/τ + τ/2M), so a cubic in log τ, fitted
-to the points whose waste is within `FIT_BAND` of the least, has its minimum at the optimum. When
-the bottom is at an end of the grid (the persist time bounds the interval from below) or the
-fit is not convex, the best grid point stands.
+to the points whose waste is within `FIT_BAND` of the least, has its minimum at the optimum.
+Intervals below C + P, where saves queue, are a regime of their own: when the curve rises from
+C + P on, the optimum is C + P ("persist-bound"). When the bottom is at an end of the grid or
+the fit is not convex, the best grid point stands.
 
 Example:
     >>> from spotsafe.simulate.model import Job
@@ -50,7 +51,8 @@ class Optimum:
     work_s: float
     """τ: seconds of training between saves (Daly's τ)."""
     method: str
-    """"fit" (minimum of the cubic in log τ) or "grid" (best grid point)."""
+    """"fit" (minimum of the cubic in log τ), "grid" (best grid point) or "persist-bound"
+    (C + P: saving more often would queue behind the persist)."""
 
 
 def default_grid(job: Job, process: Process, *, points: int = 25) -> list[float]:
@@ -105,6 +107,18 @@ def optimum(job: Job, outcomes: list[Outcome]) -> Optimum:
     if not rows:
         raise ValueError("no interval of the sweep finished every trial")
     rows.sort()
+    # Below C + P saves queue behind the previous persist: a regime of its own, with a kink
+    # at C + P that no smooth fit may straddle. When the best point that does not queue is
+    # the first one (or a queueing point is best), the optimum is the persist bound itself.
+    bound = job.checkpoint_s + job.persist_s
+    all_means = np.array([r[2] for r in rows])
+    free = [r for r in rows if r[0] >= bound]
+    if job.persist_s > 0 and (not free or all_means.argmin() < len(rows) - len(free)):
+        i = int(all_means.argmin())
+        return Optimum(interval_s=rows[i][0], work_s=rows[i][1], method="grid")
+    if job.persist_s > 0 and free and int(np.argmin([r[2] for r in free])) == 0:
+        return Optimum(interval_s=bound, work_s=job.persist_s, method="persist-bound")
+    rows = free if job.persist_s > 0 else rows
     means = np.array([r[2] for r in rows])
     best = int(np.argmin(means))
     grid = Optimum(interval_s=rows[best][0], work_s=rows[best][1], method="grid")
