@@ -90,6 +90,15 @@ def supervised(pool: Pool, work: Path) -> dict[str, Any]:
     return {**info, "hook_ran": (work / "hook-ran").exists()}
 
 
+def reported_cost(pool: Pool, work: Path) -> float | None:
+    """What the report says a job that succeeded at once cost (its reader is the report)."""
+    from spotsafe.report import account_job
+
+    supervised(pool, work)
+    cost = account_job(open_store(str(work / "s"))).cost
+    return None if cost is None else cost["spot"]
+
+
 def hook_ran(pool: Pool, work: Path) -> bool:
     return bool(supervised(pool, work)["hook_ran"])
 
@@ -99,6 +108,7 @@ def attempt_price(pool: Pool, work: Path) -> float | None:
     return price
 
 
+PRICED = {"spot_price_per_hour": 3600.0, "on_demand_price_per_hour": 7200.0}  # 1 per second
 ON_DEMAND_NOW = {"on_demand_after": 0}  # the first attempt already runs on on-demand capacity
 A_LONG_STREAK = {"max_failures": 9}
 
@@ -121,6 +131,7 @@ PROBES: dict[str, tuple[Any, Any, dict[str, Any], Callable[[Pool, Path], Any]]] 
     "on_demand_price_per_hour": (3.0, 4.0, ON_DEMAND_NOW, attempt_price),
     # Its reader is the Checkpointer: test_keep_last_comes_from_the_pool, below.
     "keep_last": (2, 4, {}, lambda pool, _: pool.keep_last),
+    "instances": (1, 3, PRICED, reported_cost),
 }
 
 
