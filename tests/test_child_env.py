@@ -18,7 +18,8 @@ SRC = Path(spotsafe.__file__).parent
 
 def test_it_round_trips_and_writes_only_what_is_set() -> None:
     full = ChildEnv(store="s3://b/run", job_id="j-1", attempt=7, pool="critical",
-                    config="/etc/spotsafe.toml", on_demand=True)  # fmt: skip
+                    config="/etc/spotsafe.toml", on_demand=True,
+                    progress="/tmp/spotsafe-progress-x/board")  # fmt: skip
     assert ChildEnv.from_environ(full.to_environ()) == full
     assert set(full.to_environ()) == set(ENV_NAMES)
     assert ChildEnv().to_environ() == {}

@@ -11,6 +11,8 @@ flags::
     SPOTSAFE_POOL       the pool whose settings apply (default ``standard``)
     SPOTSAFE_CONFIG     the config file the pool came from (absolute)
     SPOTSAFE_ON_DEMAND  ``1`` once the job fell back to on-demand capacity
+    SPOTSAFE_PROGRESS   the attempt's progress board, where each rank's Guard notes its
+                        steps for the supervisor (`spotsafe.progress_channel`)
 
 The supervisor writes them with `ChildEnv.apply` (which also removes any of them that the
 supervisor's own environment held but this attempt does not set: a child never inherits a
@@ -42,6 +44,7 @@ __all__ = [
     "ENV_NAMES",
     "ENV_ON_DEMAND",
     "ENV_POOL",
+    "ENV_PROGRESS",
     "ENV_STORE",
     "ChildEnv",
 ]
@@ -52,7 +55,16 @@ ENV_ATTEMPT = "SPOTSAFE_ATTEMPT"
 ENV_POOL = "SPOTSAFE_POOL"
 ENV_CONFIG = "SPOTSAFE_CONFIG"
 ENV_ON_DEMAND = "SPOTSAFE_ON_DEMAND"
-ENV_NAMES = (ENV_STORE, ENV_JOB_ID, ENV_ATTEMPT, ENV_POOL, ENV_CONFIG, ENV_ON_DEMAND)
+ENV_PROGRESS = "SPOTSAFE_PROGRESS"
+ENV_NAMES = (
+    ENV_STORE,
+    ENV_JOB_ID,
+    ENV_ATTEMPT,
+    ENV_POOL,
+    ENV_CONFIG,
+    ENV_ON_DEMAND,
+    ENV_PROGRESS,
+)
 
 MAX_ATTEMPT = 10**9  # attempt numbers are written with six digits or more; a billion is a bug
 _TRUE = {"1", "true", "yes", "on"}
@@ -80,9 +92,13 @@ class ChildEnv:
     """The config file the pool came from (``$SPOTSAFE_CONFIG``); None: the usual search."""
     on_demand: bool = False
     """Whether the job runs on on-demand capacity now (``$SPOTSAFE_ON_DEMAND=1``)."""
+    progress: str | None = None
+    """The attempt's progress board, a file path (``$SPOTSAFE_PROGRESS``); None: report
+    nothing (`spotsafe.progress_channel`)."""
 
     def __post_init__(self) -> None:
-        names = {"store": ENV_STORE, "job_id": ENV_JOB_ID, "pool": ENV_POOL, "config": ENV_CONFIG}
+        names = {"store": ENV_STORE, "job_id": ENV_JOB_ID, "pool": ENV_POOL, "config": ENV_CONFIG,
+                 "progress": ENV_PROGRESS}  # fmt: skip
         for field, name in names.items():
             value = getattr(self, field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -140,6 +156,7 @@ class ChildEnv:
             pool=text(ENV_POOL),
             config=text(ENV_CONFIG),
             on_demand=flag in _TRUE,
+            progress=text(ENV_PROGRESS),
         )
 
     def to_environ(self) -> dict[str, str]:
@@ -152,6 +169,7 @@ class ChildEnv:
             (ENV_POOL, self.pool),
             (ENV_CONFIG, self.config),
             (ENV_ON_DEMAND, "1" if self.on_demand else None),
+            (ENV_PROGRESS, self.progress),
         ):
             if value is not None:
                 out[name] = value

@@ -40,6 +40,7 @@ from spotsafe.policy import (
 )
 from spotsafe.policy.interval import DEFAULT_PRIOR_WEIGHT
 from spotsafe.policy.pools import DEFAULT_POOL, MAX_GRACE_S, MAX_LOST_WORK_S
+from spotsafe.progress_channel import ProgressWriter
 from spotsafe.state import TrainState
 from spotsafe.storage import redact_url
 
@@ -194,6 +195,11 @@ class Guard:
         self._last_heartbeat_s = 0.0
         self._steps_since_save = 0
         self._entered = False
+        # The supervisor's progress board ($SPOTSAFE_PROGRESS): how far this rank got, for
+        # the job record and the hang check. None outside a supervisor; never raises.
+        self._progress = ProgressWriter.from_environ(rank=distributed.rank_and_world()[0])
+        self._restore_told = False
+        self._next_save_told = False
 
     def _observed_mtbi_s(self, checkpointer: Checkpointer) -> float | None:
         """The pool's MTBI prior updated by the interruptions this job has had so far (read
@@ -225,6 +231,9 @@ class Guard:
                 step=self.state.step,
                 pool=ChildEnv.from_environ().pool or DEFAULT_POOL,
             )
+            if self._progress is not None:
+                self._progress.entered()
+                self._tell_restore()
         except BaseException:
             # No __exit__ follows a failed __enter__: left installed, the handlers would
             # swallow every later SIGTERM of a process that no longer polls the flag.
@@ -254,6 +263,8 @@ class Guard:
         """Undo what ``__enter__`` did: once the block is left, the process is the user's
         again, and a SIGTERM ends it."""
         self._entered = False
+        if self._progress is not None:
+            self._progress.left()
         try:
             self._signals.__exit__(None, None, None)
             if self._notices is not None:
@@ -278,6 +289,12 @@ class Guard:
         self.state.step += 1
         self._steps_since_save += 1
         now = self.clock()
+        progress = self._progress
+        if progress is not None:
+            progress.step(self.state.step)
+            if not self._restore_told:
+                self._tell_restore()  # a restore made inside the block
+                self._restore_told = True
         took = now - self._last_step_s
         self._last_step_s = now
         self._mean_step_s = (
@@ -320,6 +337,14 @@ class Guard:
             self._save(f"early warning from {early.source}")
         elif isinstance(due, SaveNow):
             self._save(due.reason)
+        elif progress is not None and not self._next_save_told:
+            # Once per interval: when the next checkpoint is due, for the status line.
+            self._next_save_told = True
+            steps = getattr(due, "remaining_steps", None)
+            progress.next_save(
+                in_s=getattr(due, "remaining_s", None),
+                at_step=None if steps is None else self.state.step + steps,
+            )
         if self.events is not None and now - self._last_heartbeat_s >= self.heartbeat_s:
             self._last_heartbeat_s = now
             self._record("heartbeat", step=self.state.step, epoch=self.state.epoch)
@@ -375,6 +400,16 @@ class Guard:
         self._last_saved = at or (self.state.step, self.state.epoch)
         self._last_saved_path = info.path
         self._save_failures = 0
+        if self._progress is not None:
+            self._progress.saved(self._last_saved[0])
+            self._next_save_told = False
+
+    def _tell_restore(self) -> None:
+        """Tell the supervisor what the checkpointer restored, once it has."""
+        restored = self.checkpointer.last_restore
+        if self._progress is not None and restored is not None:
+            self._progress.restored(step=restored.step, seconds=restored.load_s)
+            self._restore_told = True
 
     def _save_failed(self, e: StorageError) -> None:
         self._save_failures += 1

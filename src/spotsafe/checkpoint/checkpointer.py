@@ -261,6 +261,7 @@ class Checkpointer:
         self.clock = clock
         self.wall_clock = wall_clock
         self.writer = secrets.token_hex(8)  # os.urandom: never touches the training RNGs
+        self.last_restore: RestoreInfo | None = None  #: what the last restore loaded
 
         self._lock = threading.Lock()
         self._manifests: dict[str, Manifest] = {}  # path -> manifest; manifests are immutable
@@ -721,6 +722,7 @@ class Checkpointer:
             skipped=skipped,
             load_s=self.clock() - t0,
         )
+        self.last_restore = info
         log.info("resumed from %s (step %d)", info.path, info.step)
         self._emit(
             "restore",

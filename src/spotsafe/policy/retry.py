@@ -12,6 +12,9 @@ Rules, each chosen so that one kind of trouble cannot spend another's budget:
   (SIGKILL, SIGTERM, SIGINT, SIGHUP, as a negative return code or the shell's 128 + n), or no
   recorded exit at all (the node or its supervisor vanished), is UNCLEAN. Any other code,
   including death by SIGSEGV / SIGABRT / SIGBUS (the program's own fault), is CRASH.
+  An attempt the supervisor stopped because it showed no training step for the pool's
+  ``max_stall_s`` (a collective waiting for a rank that stopped calling it, a process stuck
+  at exit) is HUNG, whatever code its stop produced; only a 0 (it finished after all) wins.
 * **No progress.** A PREEMPTED or UNCLEAN attempt that did not advance the newest valid step is
   NO_PROGRESS: an interruption loop (OOM-killed at the same step, a save slower than the
   grace, capacity reclaimed before the first save) that the large preemption budget would
@@ -24,11 +27,20 @@ Rules, each chosen so that one kind of trouble cannot spend another's budget:
   spot VM's reclaim looks like without a notice); CRASH spends the failure budget; both count
   over the whole job. NO_PROGRESS spends the no-progress budget, which counts attempts *in a
   row*: it measures being stuck, so any attempt that advances the step refills it.
+  HUNG spends a budget of its own, HANGS, counted over the whole job and as large as the
+  failure budget (``max_hangs``, from the pool's ``max_failures``): a hang is a fault of the
+  program or its environment, like a crash, not a reclaim of capacity, so a job that keeps
+  hanging stops after ``max_hangs + 1`` attempts instead of idling ``max_stall_s`` a hundred
+  times on the preemption budget; counted apart from crashes, so that two crashes and two
+  hangs do not end a job that tolerates three of each. A hang stays HUNG with or without
+  progress (the class is what the report and the operator need to see), and with the
+  failure backoff.
 * **Backoff.** Exponential with jitter, per budget. The exponent is the streak: the attempts of
   that budget since the last attempt that advanced the step, counting the latest. A crash
   after real progress therefore waits the initial delay again: it is not a crash loop.
 * **On-demand fallback.** Once the job has seen `on_demand_after` interruptions (PREEMPTED,
-  UNCLEAN or NO_PROGRESS), every Restart carries ``on_demand=True``.
+  UNCLEAN or NO_PROGRESS), every Restart carries ``on_demand=True``. Hangs do not count:
+  on-demand capacity does not cure a deadlock.
 
 Example:
     >>> import random
@@ -95,6 +107,7 @@ class ExitClass(enum.Enum):
     UNCLEAN = "unclean"
     CRASH = "crash"
     NO_PROGRESS = "no_progress"
+    HUNG = "hung"
 
 
 class Budget(enum.Enum):
@@ -103,6 +116,7 @@ class Budget(enum.Enum):
     PREEMPTIONS = "preemptions"
     FAILURES = "failures"
     NO_PROGRESS = "no_progress"
+    HANGS = "hangs"
 
 
 _BUDGET_OF: dict[ExitClass, Budget] = {
@@ -110,6 +124,7 @@ _BUDGET_OF: dict[ExitClass, Budget] = {
     ExitClass.UNCLEAN: Budget.PREEMPTIONS,
     ExitClass.CRASH: Budget.FAILURES,
     ExitClass.NO_PROGRESS: Budget.NO_PROGRESS,
+    ExitClass.HUNG: Budget.HANGS,
 }
 _INTERRUPTIONS = frozenset({ExitClass.PREEMPTED, ExitClass.UNCLEAN, ExitClass.NO_PROGRESS})
 
@@ -126,6 +141,7 @@ def classify_exit(
     clean_stop_recorded: bool = False,
     progressed: bool | None = None,
     preempted_exit_code: int = PREEMPTED_EXIT_CODE,
+    hung: bool = False,
 ) -> ExitClass:
     """Classify how an attempt ended, from its exit code and what it recorded in the store.
 
@@ -138,6 +154,8 @@ def classify_exit(
         progressed: whether the newest valid step advanced during the attempt; None when
             unknown (never classified as no progress).
         preempted_exit_code: the code that means "stopped on request, state flushed".
+        hung: whether the supervisor stopped the attempt for showing no training step for
+            the pool's ``max_stall_s``; HUNG unless it exited 0 all the same.
 
     Example:
         >>> classify_exit(1, clean_stop_recorded=True, progressed=True)
@@ -146,9 +164,13 @@ def classify_exit(
         <ExitClass.NO_PROGRESS: 'no_progress'>
         >>> classify_exit(-11, progressed=True)  # SIGSEGV: the program's own fault
         <ExitClass.CRASH: 'crash'>
+        >>> classify_exit(-9, hung=True, progressed=False)
+        <ExitClass.HUNG: 'hung'>
     """
     if returncode == 0:
         return ExitClass.SUCCESS
+    if hung:
+        return ExitClass.HUNG
     if clean_stop_recorded or returncode == preempted_exit_code:
         interrupted = ExitClass.PREEMPTED
     elif returncode is None or _external_signal(returncode):
@@ -299,11 +321,13 @@ _BUDGET_NOUNS = {
     Budget.PREEMPTIONS: ("interruption", "interruptions"),
     Budget.FAILURES: ("crash", "crashes"),
     Budget.NO_PROGRESS: ("attempt without progress", "attempts without progress"),
+    Budget.HANGS: ("hang", "hangs"),
 }
 _BUDGET_WORDS = {
     Budget.PREEMPTIONS: "restarts after preemptions",
     Budget.FAILURES: "restarts after crashes",
     Budget.NO_PROGRESS: "restarts in a row without progress",
+    Budget.HANGS: "restarts after hangs",
 }
 
 
@@ -334,14 +358,23 @@ class RetryPolicy:
     preemption_backoff: Backoff = DEFAULT_BACKOFF
     """Delays after preemptions and unclean kills."""
     failure_backoff: Backoff = DEFAULT_BACKOFF
-    """Delays after crashes."""
+    """Delays after crashes and hangs."""
     no_progress_backoff: Backoff = DEFAULT_BACKOFF
     """Delays after attempts without progress."""
     on_demand_after: int | None = None
     """Interruptions after which restarts carry ``on_demand=True`` (<= 10^6); None: never."""
+    max_hangs: int = 3
+    """Restarts allowed after HUNG attempts, over the whole job (<= 10^6); a pool sets it to
+    its ``max_failures``."""
 
     def __post_init__(self) -> None:
-        for name in ("max_preemptions", "max_failures", "max_no_progress", "on_demand_after"):
+        for name in (
+            "max_preemptions",
+            "max_failures",
+            "max_no_progress",
+            "on_demand_after",
+            "max_hangs",
+        ):
             value = getattr(self, name)
             if value is None and name == "on_demand_after":
                 continue
@@ -377,6 +410,7 @@ class RetryPolicy:
             failure_backoff=backoff,
             no_progress_backoff=backoff,
             on_demand_after=pool.on_demand_after,
+            max_hangs=pool.max_failures,  # a hang is a fault, like a crash: the same tolerance
         )
 
     def limit(self, budget: Budget) -> int:
@@ -385,6 +419,7 @@ class RetryPolicy:
             Budget.PREEMPTIONS: self.max_preemptions,
             Budget.FAILURES: self.max_failures,
             Budget.NO_PROGRESS: self.max_no_progress,
+            Budget.HANGS: self.max_hangs,
         }[budget]
 
     def backoff(self, budget: Budget) -> Backoff:
@@ -393,6 +428,7 @@ class RetryPolicy:
             Budget.PREEMPTIONS: self.preemption_backoff,
             Budget.FAILURES: self.failure_backoff,
             Budget.NO_PROGRESS: self.no_progress_backoff,
+            Budget.HANGS: self.failure_backoff,
         }[budget]
 
     def on_demand(self, state: RetryState) -> bool:

@@ -8,8 +8,13 @@ misses a case:
 * ``PR_SET_PDEATHSIG`` (Linux, via ctypes in the child before exec): the kernel SIGKILLs the
   child the moment the supervisor dies. It covers only the direct child.
 * A watchdog: a tiny separate Python process that polls whether the supervisor still exists
-  and then SIGKILLs the child's whole process group (torchrun's workers included). It also
-  covers systems without prctl.
+  and then SIGKILLs the child's whole process group. It also covers systems without prctl.
+
+A process group is not the whole tree: torchrun starts each worker in a session of its own
+(torch's ``SubprocessHandler``), so a SIGKILL to the launcher's group leaves its workers
+running, orphaned, still holding their collectives. `Child.kill_tree` therefore kills every
+descendant it finds (Linux: ``/proc``) along with the group, and the supervisor uses it when
+the grace is over. (The watchdog, after a SIGKILLed supervisor, still reaches the group only.)
 
 Output is passed through to our stdout / stderr as it comes and a bounded copy is kept for the
 store (the first and the last bytes, with a note of what was left out).
@@ -73,6 +78,42 @@ def _die_with_parent(parent: int) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(137)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (children first), from ``/proc``; [] where there is none.
+
+    Example:
+        >>> import subprocess, sys
+        >>> proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        >>> proc.pid in descendants(os.getpid()) or not os.path.isdir("/proc")
+        True
+        >>> proc.kill(); proc.wait()
+        -9
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # it exited while we looked, or is not ours to read
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 class OutputTail:
@@ -194,6 +235,15 @@ class Child:
         """Send `sig` to the child's whole process group (launcher and workers)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pgid, sig)
+
+    def kill_tree(self) -> None:
+        """SIGKILL the child's process group and every descendant, wherever its group: a
+        launcher's workers in sessions of their own included (see the module docstring)."""
+        found = descendants(self.pid)  # before the kill: orphans are no longer ours to find
+        self.signal_group(signal.SIGKILL)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def _finish(self) -> None:
         # The launcher is gone; kill what is left of its group (orphaned workers), then

@@ -9,6 +9,13 @@ Everything that decides is pure and lives elsewhere (`spotsafe.policy`: `classif
 `RetryPolicy`; `lease.judge`); this module spawns, waits, signals and writes. Time, sleep and
 randomness are parameters.
 
+Each attempt gets a progress board (`spotsafe.progress_channel`): its Guards note every step
+there, so the end record says how far the attempt got (``"progress"``) even when the child was
+SIGKILLed, and an attempt that shows no training step for the pool's ``max_stall_s`` (counted
+from its first step, never during start-up) is stopped like a preempted one (SIGTERM, the
+grace, SIGKILL of its whole process tree) and recorded as HUNG. The latest `RunStatus` is in
+`Supervisor.status`, for ``spotsafe run``'s status line.
+
 Exit codes: 0 the job succeeded; 1 the supervisor gave up (a budget is spent; the reason is
 printed and recorded); 75 the supervisor itself was asked to stop (SIGTERM / SIGINT / a cloud
 notice) and stopped its child: run it again, here or elsewhere, to continue the job.
@@ -28,8 +35,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from spotsafe.checkpoint.discovery import discover
 from spotsafe.env import ChildEnv
 from spotsafe.errors import StorageError, SupervisorError
 from spotsafe.events import EventLog, read_events
@@ -47,11 +55,13 @@ from spotsafe.policy import (
     classify_exit,
 )
 from spotsafe.policy.retry import PREEMPTED_EXIT_CODE, Rng
+from spotsafe.progress_channel import Progress, ProgressBoard, StallClock
 from spotsafe.redact import redact_command, redact_script, redact_text
 from spotsafe.storage import Store
 from spotsafe.supervisor.child import Child
 from spotsafe.supervisor.job import AttemptStart, JobRecord
 from spotsafe.supervisor.progress import look_again, newest_valid_step
+from spotsafe.supervisor.status import Phase, RunStatus
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_STOPPED", "Outcome", "Supervisor", "sigkill_after_s"]
 
@@ -61,6 +71,17 @@ EXIT_GAVE_UP = 1
 EXIT_STOPPED = PREEMPTED_EXIT_CODE  # the supervisor was stopped: run it again to continue
 LOGS_DIR = "logs"
 POLL_S = 0.05  # how often the wait loop looks at the child, the stop flag and the lease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Waited:
+    """How the wait for one attempt's child ended."""
+
+    code: int
+    stopped_by: str | None  # the supervisor was asked to stop (signal, notice, lost lease)
+    lease_lost: bool
+    hung_s: float | None  # seconds without a step when the attempt was declared hung
+    progress: Progress  # the board's last word
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +164,8 @@ class Supervisor:
         self.stdout, self.stderr = stdout, stderr
         self.record: JobRecord | None = None
         self.lease = Lease(store, ttl_s=pool.lease_ttl_s, clock=clock, wall_clock=wall_clock)
+        self.status: RunStatus | None = None
+        """The latest look at the job, replaced whole as it changes (for a status line)."""
 
     # ------------------------------------------------------------------ the loop
 
@@ -193,6 +216,13 @@ class Supervisor:
             assert isinstance(decision, Restart)
             if decision.after_s > 0:
                 log.warning("%s; next attempt in %.1f s", decision.reason, decision.after_s)
+                self.status = RunStatus(
+                    job_id=record.job_id,
+                    phase=Phase.WAITING,
+                    attempt=record.next_attempt,
+                    retry_at_s=self.wall_clock() + decision.after_s,
+                    interruptions=record.retry_state().interruptions,
+                )
                 self.sleep(decision.after_s)
             stop = self.flag.stop_requested
             if stop is not None:
@@ -221,8 +251,29 @@ class Supervisor:
     ) -> Outcome | None:
         """Run one attempt to its end and record it; an Outcome when the supervisor must stop."""
         n = record.next_attempt
-        start_step = self._newest_valid_step(record, f"find attempt {n}'s start step")
+        start_step, start_step_s = self._newest_valid(record, f"find attempt {n}'s start step")
         started_s = self.wall_clock()
+        board = _progress_board()
+        try:
+            return self._run_attempt(
+                record, keeper, n, start_step, start_step_s, started_s, board, on_demand=on_demand
+            )
+        finally:
+            if board is not None:
+                board.close()
+
+    def _run_attempt(
+        self,
+        record: JobRecord,
+        keeper: LeaseKeeper,
+        n: int,
+        start_step: int | None,
+        start_step_s: float | None,
+        started_s: float,
+        board: ProgressBoard | None,
+        *,
+        on_demand: bool,
+    ) -> Outcome | None:
         contract = ChildEnv(
             store=self.store_url,
             job_id=record.job_id,
@@ -230,6 +281,7 @@ class Supervisor:
             pool=self.pool_name,
             config=None if self.config is None else str(self.config.absolute()),
             on_demand=on_demand,
+            progress=None if board is None else board.path,
         )
         env = {**contract.apply(os.environ), **self.extra_env}
         events = EventLog(self.store, job_id=record.job_id, attempt=n, flush_interval_s=0)
@@ -262,7 +314,17 @@ class Supervisor:
         _flush(events)
         log.info("attempt %d started (pid %d) from step %s", n, child.pid, start_step)
 
-        code, stopped_by, lease_lost = self._wait(child, keeper, events)
+        shown = RunStatus(
+            job_id=record.job_id,
+            phase=Phase.STARTING,
+            attempt=n,
+            checkpoint_step=start_step,
+            checkpoint_s=start_step_s,
+            interruptions=record.retry_state().interruptions,
+        )
+        self.status = shown
+        waited = self._wait(child, keeper, events, board, shown)
+        code, stopped_by, lease_lost = waited.code, waited.stopped_by, waited.lease_lost
         ended_s = max(self.wall_clock(), started_s)
         _write_log(self.store, n, child.output.getvalue())
         # The child may have pruned while it ended: judge on a settled look, or raise (the
@@ -281,7 +343,10 @@ class Supervisor:
             start_step=start_step,
             end_step=end_step,
         ).progressed
-        exit_class = classify_exit(code, clean_stop_recorded=clean, progressed=progressed)
+        hung = waited.hung_s is not None
+        exit_class = classify_exit(
+            code, clean_stop_recorded=clean, progressed=progressed, hung=hung
+        )
         attempt = AttemptRecord(
             attempt=n,
             exit_class=exit_class,
@@ -291,7 +356,9 @@ class Supervisor:
             end_step=end_step,
             returncode=code,
         )
-        record.end(attempt, clean_stop=clean, stopped_by=stopped_by)
+        progress = waited.progress.to_json()
+        extra: dict[str, Any] = {"hung_after_s": waited.hung_s} if hung else {}
+        record.end(attempt, clean_stop=clean, stopped_by=stopped_by, progress=progress, **extra)
         events.record(
             "attempt_end",
             exit_class=exit_class.value,
@@ -301,6 +368,8 @@ class Supervisor:
             end_step=end_step,
             clean_stop=clean,
             stopped_by=stopped_by,
+            last_step=progress["last_step"],
+            **extra,
         )
         _flush(events)
         events.close()
@@ -324,26 +393,40 @@ class Supervisor:
         return None
 
     def _wait(
-        self, child: Child, keeper: LeaseKeeper, events: EventLog
-    ) -> tuple[int, str | None, bool]:
-        """Wait for the child; forward a stop (signal, notice, lost lease) with the grace."""
+        self,
+        child: Child,
+        keeper: LeaseKeeper,
+        events: EventLog,
+        board: ProgressBoard | None,
+        shown: RunStatus,
+    ) -> _Waited:
+        """Wait for the child; forward a stop (signal, notice, lost lease) with the grace, and
+        stop it the same way when it shows no training step for the pool's max_stall_s."""
         stopped_by: str | None = None
-        kill_at: float | None = None
         lease_lost = False
+        hung_s: float | None = None
+        kill_at: float | None = None
+        stopping = False
+        stall = StallClock.from_pool(self.pool)
+        progress = Progress()
         while True:
             code = child.wait(POLL_S)
+            if board is not None:
+                progress = board.read()  # after the exit too: a killed child's last word
             if code is not None:
-                return code, stopped_by, lease_lost
+                return _Waited(code=code, stopped_by=stopped_by, lease_lost=lease_lost,
+                               hung_s=hung_s, progress=progress)  # fmt: skip
             now = self.clock()
+            stalled = stall.stalled_s(progress, now_s=now)
             if stopped_by is None:
                 stop = self.flag.stop_requested
+                grace = self.pool.grace_s
                 if stop is None and keeper.lost.is_set():
                     lease_lost = True
                     stopped_by = "lease lost"
-                    kill_at = now + self.pool.grace_s
                 elif stop is not None:
                     stopped_by = stop.source
-                    kill_at = now + self._grace(stop, now)
+                    grace = self._grace(stop, now)
                     events.record(
                         "notice",
                         source=stop.source,
@@ -352,12 +435,47 @@ class Supervisor:
                     )
                     _flush(events)
                 if stopped_by is not None:
-                    log.warning("%s: SIGTERM to attempt's process group", stopped_by)
-                    child.signal_group(signal.SIGTERM)
-            elif kill_at is not None and now >= kill_at:
-                log.warning("the child did not exit within the grace: SIGKILL")
-                child.signal_group(signal.SIGKILL)
+                    if not stopping:
+                        log.warning("%s: SIGTERM to attempt's process group", stopped_by)
+                        child.signal_group(signal.SIGTERM)
+                        stopping = True
+                    # A notice that comes while a hung attempt is stopped may shorten its grace.
+                    kill_at = now + grace if kill_at is None else min(kill_at, now + grace)
+            if not stopping and stalled is not None and stalled >= self.pool.max_stall_s:
+                hung_s = stalled
+                self._declare_hung(child, events, progress, stalled)
+                stopping = True
+                kill_at = now + self.pool.grace_s
+            if kill_at is not None and now >= kill_at:
+                log.warning("the child did not exit within the grace: SIGKILL to its process tree")
+                child.kill_tree()
                 kill_at = None
+            self.status = _status(shown, progress, stalled, stopping=stopping, hung=hung_s)
+
+    def _declare_hung(
+        self, child: Child, events: EventLog, progress: Progress, stalled_s: float
+    ) -> None:
+        """Record that the attempt is hung (with each rank's furthest step), then SIGTERM it."""
+        log.warning(
+            "no training step for %.0f s (max_stall_s %g s), furthest step %s: stopping the"
+            " attempt as hung",
+            stalled_s,
+            self.pool.max_stall_s,
+            progress.last_step,
+        )
+        events.record(
+            "hang",
+            stalled_s=stalled_s,
+            max_stall_s=self.pool.max_stall_s,
+            last_step=progress.last_step,
+            ranks=[
+                {"slot": r.slot, "pid": r.pid, "last_step": r.last_step,
+                 "last_step_s": r.last_step_s, "left_s": r.left_s}
+                for r in progress.ranks
+            ],
+        )  # fmt: skip
+        _flush(events)
+        child.signal_group(signal.SIGTERM)
 
     def _grace(self, stop: StopRequest, now: float) -> float:
         return sigkill_after_s(stop, now_s=now, grace_s=self.pool.grace_s)
@@ -441,6 +559,19 @@ class Supervisor:
         if result.returncode != 0:
             log.error("the on-demand hook exited %d", result.returncode)
 
+    def _newest_valid(self, record: JobRecord, what: str) -> tuple[int | None, float | None]:
+        """The newest valid step and when it was committed, looked at again after a
+        transient failure."""
+
+        def read() -> tuple[int | None, float | None]:
+            newest = discover(self.store, job_id=record.job_id).newest_valid()
+            if newest is None:
+                return None, None
+            created = None if newest.manifest is None else newest.manifest.created_at
+            return newest.step, created
+
+        return look_again(read, sleep=self.sleep, what=what)
+
     def _newest_valid_step(self, record: JobRecord, what: str) -> int | None:
         """The newest valid step, looked at again after a transient failure."""
         return look_again(
@@ -470,6 +601,46 @@ def sigkill_after_s(stop: StopRequest, *, now_s: float, grace_s: float) -> float
     if left is None or stop.source.startswith("signal:"):
         return grace_s
     return max(0.0, min(grace_s, left))
+
+
+def _status(
+    shown: RunStatus,
+    progress: Progress,
+    stalled_s: float | None,
+    *,
+    stopping: bool,
+    hung: float | None,
+) -> RunStatus:
+    """The attempt's status with the board's latest word."""
+    phase = Phase.HUNG if hung is not None else Phase.STOPPING if stopping else Phase.RUNNING
+    if phase is Phase.RUNNING and progress.last_step is None:
+        phase = Phase.STARTING
+    saved = progress.saved_step
+    return RunStatus(
+        job_id=shown.job_id,
+        phase=phase,
+        attempt=shown.attempt,
+        step=progress.last_step,
+        checkpoint_step=shown.checkpoint_step if saved is None else saved,
+        checkpoint_s=shown.checkpoint_s if saved is None else progress.saved_s,
+        next_save_s=progress.next_save_s,
+        next_save_step=progress.next_save_step,
+        interruptions=shown.interruptions,
+        stalled_s=stalled_s,
+    )
+
+
+def _progress_board() -> ProgressBoard | None:
+    """A board for the next attempt; None (the attempt runs without) if none can be made."""
+    try:
+        return ProgressBoard.create()
+    except OSError as e:
+        log.warning(
+            "no progress board (%s): the attempt's furthest step will not be recorded and"
+            " hangs not detected; check the temporary directory ($TMPDIR)",
+            e,
+        )
+        return None
 
 
 def _is_main_thread() -> bool:
