@@ -8,7 +8,9 @@ ways spot capacity interrupts it, ends bit for bit where an uninterrupted run en
    (the node vanished), SIGTERM and SIGKILL to the supervisor itself (a new supervisor
    continues the same job from the store). Then it trains once more without interruptions
    and compares the two final checkpoints bit for bit.
-2. The job's history, read back from the store: every attempt, how it ended, what it cost.
+2. The job's checkpoints (`spotsafe ls`), then `spotsafe report`: every attempt, how it ended,
+   the interruptions by source, the work replayed after each, checkpoint and retry time,
+   goodput and its badput, all read back from the store.
 """
 
 from __future__ import annotations
@@ -20,22 +22,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def history(store: Path) -> None:
-    """Every attempt of the job, as the supervisor recorded it in the store."""
-    from spotsafe.storage import open_store
-    from spotsafe.supervisor.job import JobRecord
-
-    record = JobRecord.open(open_store(str(store)))
-    print(f"{'attempt':>7}  {'ended as':<12} {'exit':>4}  {'steps':>11}  {'seconds':>7}")
-    attempts = record.retry_state().attempts
-    for a in attempts:
-        steps = f"{a.start_step or 0}->{a.end_step if a.end_step is not None else '?'}"
-        code = "-" if a.returncode is None else str(a.returncode)
-        took = a.ended_s - a.started_s
-        print(f"{a.attempt:>7}  {a.exit_class.value:<12} {code:>4}  {steps:>11}  {took:>7.1f}")
-    print(f"{len(attempts)} attempts, one job, one final state")
 
 
 def main() -> int:
@@ -53,11 +39,12 @@ def main() -> int:
          "--seed", str(args.seed), "--max-delay-s", "3", "--workdir", str(root), "--", *train],
         check=False,
     )  # fmt: skip
+    store = str(root / "chaos-store")
     print()
-    print("The job's history, from the store:")
-    history(root / "chaos-store")
+    subprocess.run([sys.executable, "-m", "spotsafe.cli", "ls", store], check=False)
     print()
-    subprocess.run([sys.executable, "-m", "spotsafe.cli", "ls", str(root / "chaos-store")])
+    print("What the interruptions cost, from the store alone:")
+    subprocess.run([sys.executable, "-m", "spotsafe.cli", "report", store], check=False)
     return chaos.returncode
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import operator
 import re
 import secrets
 import threading
@@ -170,19 +171,36 @@ def read_events(store: Store, *, attempt: int | None = None) -> list[Event]:
     events: list[Event] = []
     for _, _, _, path in sorted(segments):
         events.extend(_parse(store.read_bytes(path), path))
-    events.sort(key=lambda e: e.t)
+    events.sort(key=_by_time)
     return events
 
 
+_by_time = operator.attrgetter("t")
+
+
 def _parse(data: bytes, path: str) -> Iterator[Event]:
-    for n, line in enumerate(data.decode(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
+    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
+    # One decode of the whole segment as a JSON array is several times faster than one
+    # json.loads per line (a long job's report reads 10^5 lines); any line that is not one
+    # JSON value (torn, garbled) makes it fail, and the lines are then read one by one.
+    try:
+        raws = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        raws = None
+    if not isinstance(raws, list) or len(raws) != len(lines):
+        raws = [_loads_or_none(line) for line in lines]
+    for n, raw in enumerate(raws, 1):
         try:
-            raw = json.loads(line)
             t, kind = float(raw.pop("t")), str(raw.pop("kind"))
             attempt = int(raw.pop("attempt", 0) or 0)
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("skipping malformed event %s:%d", path, n)
             continue
         yield Event(t=t, kind=kind, attempt=attempt, fields=raw)
+
+
+def _loads_or_none(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
