@@ -62,7 +62,10 @@ def guard_interval_s(policy: IntervalPolicy, job: Job, *, mtbi_s: float) -> floa
             ahead = max(ahead, 1)
             steps += ahead
             elapsed += ahead * step
-        elif decision.remaining_s is not None and decision.remaining_s > 0:
+        elif decision.remaining_s is not None:
+            if decision.remaining_s <= 0:
+                # In continuous time "the next step would pass the cap" is the next instant.
+                return elapsed
             elapsed += decision.remaining_s
         else:
             raise ConfigError(
