@@ -62,9 +62,9 @@ def cli(verbose: int, debug_logger: tuple[str, ...]) -> None:
 
 
 def _register() -> None:
-    from spotsafe.cli import chaos, dashboard, ls, pools, report, run, simulate, verify
+    from spotsafe.cli import chaos, dashboard, doctor, ls, pools, report, run, simulate, verify
 
-    for module in (chaos, dashboard, ls, pools, report, run, simulate, verify):
+    for module in (chaos, dashboard, doctor, ls, pools, report, run, simulate, verify):
         cli.add_command(module.command)
 
 

@@ -51,13 +51,13 @@ def weights_only(contents: Contents) -> Finding | None:
     """Whether the checkpoint lacks part of the training state a resume needs.
 
     Severity: error without the optimizer or the step; warning without the data position
-    or the RNGs; info when only a scheduler or scaler is absent (doctor cannot tell whether
-    the job has one).
+    or the RNGs. A missing scheduler or scaler is listed with those, but is no finding alone:
+    doctor cannot tell whether the job has one.
     """
     missing = contents.missing
-    if not missing:
-        return None
-    severity = max((_SEVERITY[p] for p in missing), key=lambda s: s.rank)
+    severity = max((_SEVERITY[p] for p in missing), key=lambda s: s.rank, default=None)
+    if severity is None or severity is Severity.INFO:
+        return None  # nothing missing, or only parts the job may not have: not a finding
     names = [p.value for p in missing]
     if Part.OPTIMIZER in missing:
         what = f"the newest checkpoint holds no optimizer state (also missing: {_others(names)})"

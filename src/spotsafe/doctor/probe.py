@@ -36,6 +36,7 @@ from typing import Any
 from spotsafe.doctor import checks
 from spotsafe.doctor.contents import Contents, inspect_checkpoint
 from spotsafe.doctor.findings import (
+    GRACE,
     NO_CHECKPOINT,
     NO_SIGNAL_HANDLING,
     RESTART_FROM_SCRATCH,
@@ -91,7 +92,7 @@ def _spotsafe_doctor_hook():
 _spotsafe_doctor_hook()
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-del sys.modules["sitecustomize"]
+sys.modules.pop("sitecustomize", None)
 try:
     import sitecustomize  # noqa: F401  (the environment's own, if any)
 except ImportError:
@@ -134,7 +135,13 @@ class ProbeResult:
 
 
 def classify_stop(
-    *, rc: int | None, stop_code: int, saved: bool, flush_s: float, grace_s: float
+    *,
+    rc: int | None,
+    stop_code: int,
+    saved: bool,
+    flush_s: float,
+    grace_s: float,
+    kept_training: bool = False,
 ) -> list[Finding]:
     """What a run's end after SIGTERM says about its signal handling.
 
@@ -145,6 +152,8 @@ def classify_stop(
         saved: whether a checkpoint newer than the one before SIGTERM appeared.
         flush_s: SIGTERM to exit (or to the kill), in seconds.
         grace_s: the grace the orchestrator gives before SIGKILL.
+        kept_training: whether it went on writing checkpoints after SIGTERM (more than the
+            one a stop writes): it did not stop.
     """
     evidence: dict[str, Any] = {
         "signal": "SIGTERM",
@@ -160,10 +169,30 @@ def classify_stop(
     if rc == stop_code:
         timing = checks.grace(flush_s, grace_s, source="measured: SIGTERM to exit")
         return [timing] if timing else []
+    if kept_training:
+        return [
+            Finding(
+                id=NO_SIGNAL_HANDLING,
+                severity=Severity.ERROR,
+                what="the job went on training after SIGTERM (it wrote more checkpoints) "
+                + ("until it was killed" if rc is None else f"and exited {rc}"),
+                evidence={**evidence, "checkpoints_after_sigterm": "more than one"},
+                fix=handle,
+            )
+        ]
     if rc is None:
         if saved:
-            late = checks.grace(flush_s, grace_s, source="killed at the end of the grace")
-            return [late] if late else []
+            return [
+                Finding(
+                    id=GRACE,
+                    severity=Severity.ERROR,
+                    what=f"the job wrote its stop checkpoint but was still flushing when the "
+                    f"grace of {grace_s:g} s ended: it was killed mid-flush",
+                    evidence=evidence,
+                    fix="raise the grace (the pool's grace_s, the orchestrator's) above the "
+                    "flush time, or flush less at a stop (async saves, a staging tier)",
+                )
+            ]
         return [
             Finding(
                 id=NO_SIGNAL_HANDLING,
@@ -381,10 +410,22 @@ def probe(
         finally:
             os.chdir(old)
 
-    def stop(child: Child) -> tuple[int | None, float]:
+    def stop(
+        child: Child, watching: set[tuple[str, int | None, int]] | None = None
+    ) -> tuple[int | None, float]:
+        """SIGTERM, then SIGKILL at the end of the grace: (exit code or None, seconds).
+        ``watching`` collects the checkpoints that appear meanwhile."""
         t0 = clock()
         child.signal_group(signal.SIGTERM)
-        rc = child.wait(settings.grace_s)
+        rc = None
+        pause = POLL_MIN_S
+        while rc is None and clock() - t0 < settings.grace_s:
+            rc = child.wait(min(pause, max(settings.grace_s - (clock() - t0), 0.0)))
+            pause = min(pause * 1.5, POLL_MAX_S)
+            if watching is not None:
+                found = watch.newest()
+                if found is not None:
+                    watching.add(_identity(found))
         took = clock() - t0
         if rc is None:
             child.signal_group(signal.SIGKILL)
@@ -412,13 +453,15 @@ def probe(
         if before is None:
             _no_checkpoint(result, first, settings)
             return result
-        rc, took = stop(first)
+        seen = {_identity(before)}
+        rc, took = stop(first, seen)
         after = watch.newest() or before
-        saved = _identity(after) != _identity(before)
+        seen.add(_identity(after))
+        written = len(seen) - 1  # checkpoints that appeared after SIGTERM
         result.flush_s = took if rc is not None else None
         result.findings += classify_stop(
-            rc=rc, stop_code=settings.stop_code, saved=saved, flush_s=took,
-            grace_s=settings.grace_s,
+            rc=rc, stop_code=settings.stop_code, saved=written > 0, flush_s=took,
+            grace_s=settings.grace_s, kept_training=written > 1,
         )  # fmt: skip
         result.checkpoint = after
         _restart(result, start, stop, wait_for, watch, after)
@@ -470,7 +513,7 @@ def _no_checkpoint(result: ProbeResult, child: Any, settings: ProbeSettings) -> 
 def _restart(
     result: ProbeResult,
     start: Callable[[], Any],
-    stop: Callable[[Any], tuple[int | None, float]],
+    stop: Callable[..., tuple[int | None, float]],
     wait_for: Callable[[Any, Callable[[Contents], bool]], Contents | None],
     watch: _Watch,
     saved: Contents,
