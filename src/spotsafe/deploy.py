@@ -347,9 +347,12 @@ exit "$rc"
 """
 
 
-def _systemd_arg(arg: str) -> str:
-    """One ExecStart word, quoted as systemd.service(5) reads it."""
-    text = arg.replace("%", "%%").replace("$", "$$")
+def _systemd_arg(arg: str, *, exec_line: bool = True) -> str:
+    """One word of an ExecStart= (or, with ``exec_line=False``, an Environment=) line, quoted
+    as systemd reads it: ``%`` is a specifier everywhere, ``$`` a variable in ExecStart."""
+    text = arg.replace("%", "%%")
+    if exec_line:
+        text = text.replace("$", "$$")
     if re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

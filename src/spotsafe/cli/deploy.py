@@ -17,9 +17,8 @@ import click
 from spotsafe.cli._params import Number
 
 
-@click.command(
-    "deploy", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
-)
+# Options may follow TARGET; the command comes after `--`, so its own flags stay its own.
+@click.command("deploy")
 @click.argument("target", type=click.Choice(["k8s", "jobset", "skypilot", "slurm", "systemd"]))
 @click.option("--pool", default="standard", show_default=True, help="The job's pool.")
 @click.option(
