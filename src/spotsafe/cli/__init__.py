@@ -62,9 +62,22 @@ def cli(verbose: int, debug_logger: tuple[str, ...]) -> None:
 
 
 def _register() -> None:
-    from spotsafe.cli import chaos, dashboard, doctor, ls, pools, report, run, simulate, verify
+    from spotsafe.cli import (
+        advise,
+        chaos,
+        dashboard,
+        deploy,
+        doctor,
+        ls,
+        pools,
+        report,
+        run,
+        simulate,
+        verify,
+    )
 
-    for module in (chaos, dashboard, doctor, ls, pools, report, run, simulate, verify):
+    commands = (advise, chaos, dashboard, deploy, doctor, ls, pools, report, run, simulate, verify)
+    for module in commands:
         cli.add_command(module.command)
 
 
