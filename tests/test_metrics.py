@@ -227,7 +227,8 @@ def test_the_textfile_at_exit_is_the_final_report(job: tuple[Run, Live]) -> None
     assert value(s, "spotsafe_resume_rate") == report["resume"]["rate"] == 1.0
     # ... and every other figure is the report's, to the last bit the text format keeps.
     approx = lambda x: pytest.approx(x, rel=1e-12, abs=1e-12)  # noqa: E731
-    assert value(s, "spotsafe_replayed_steps_total") == report["replayed"]["steps_total"]
+    # Killed after step 5 (the supervisor's progress record knows it), resumed from 4.
+    assert value(s, "spotsafe_replayed_steps_total") == report["replayed"]["steps_total"] == 1
     assert value(s, "spotsafe_replayed_seconds_total") == approx(
         report["replayed"]["seconds_total"]
     )
@@ -356,10 +357,24 @@ def test_a_store_that_fails_serves_the_last_numbers_marked_stale() -> None:
     assert value(scrape(collector), "spotsafe_report_up") == 1
 
 
-def test_the_textfile_is_replaced_whole(tmp_path: Path) -> None:
+def test_the_textfile_is_rewritten_every_interval_and_replaced_whole(tmp_path: Path) -> None:
     path = tmp_path / "job.prom"
     path.write_text("old")
-    exporter = Exporter(JobCollector(lambda: REPORT), file=path, file_interval_s=3600)
-    exporter.close()  # writes once at close
-    assert value(parse(path.read_text()), "spotsafe_current_attempt") == 1
+    attempts = [1]
+
+    def report() -> Mapping[str, Any]:
+        return {**REPORT, "attempts": [{"attempt": attempts[0], "exit_class": None,
+                                        "restore_s": None}]}  # fmt: skip
+
+    exporter = Exporter(JobCollector(report, min_interval_s=0), file=path, file_interval_s=0.05)
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while path.read_text() == "old":  # written by the exporter's thread, not by close
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert value(parse(path.read_text()), "spotsafe_current_attempt") == 1
+    finally:
+        attempts[0] = 2
+        exporter.close()  # and once more at close, with the newest numbers
+    assert value(parse(path.read_text()), "spotsafe_current_attempt") == 2
     assert sorted(os.listdir(tmp_path)) == ["job.prom"]  # no temporary file left behind

@@ -116,6 +116,10 @@ def _seconds(s: float | None) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
 def _ratio(r: float | None) -> str:
     return "-" if r is None else f"{r * 100:.1f}%"
 
@@ -206,6 +210,18 @@ def _figure(title: str, **layout: Any) -> go.Figure:
     return fig
 
 
+def _time_range(report: Mapping[str, Any]) -> list[str] | None:
+    """The job's span with 2% either side: the timeline and the progress share it, so an
+    attempt's bar sits above its progress line."""
+    attempts = report["attempts"]
+    if not attempts:
+        return None
+    t0 = min(a["started_s"] for a in attempts)
+    t1 = max(_attempt_end(a, report["saves"]) for a in attempts)
+    pad = max(t1 - t0, 1.0) * 0.02
+    return [_when(t0 - pad), _when(t1 + pad)]
+
+
 def _timeline(report: Mapping[str, Any]) -> go.Figure:
     import plotly.graph_objects as go
 
@@ -275,7 +291,7 @@ def _timeline(report: Mapping[str, Any]) -> go.Figure:
             )
         )  # fmt: skip
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=list(rows.values()))
-    fig.update_xaxes(title_text="time (UTC)", type="date")
+    fig.update_xaxes(title_text="time (UTC)", type="date", range=_time_range(report))
     return fig
 
 
@@ -339,7 +355,7 @@ def _progress(report: Mapping[str, Any]) -> go.Figure | None:
                 line={"width": 10, "color": "rgba(255,127,14,0.45)"}, hoverinfo="y",
             )
         )  # fmt: skip
-    fig.update_xaxes(title_text="time (UTC)", type="date")
+    fig.update_xaxes(title_text="time (UTC)", type="date", range=_time_range(report))
     fig.update_yaxes(title_text="step", rangemode="tozero")
     return fig
 
@@ -414,7 +430,7 @@ def _per_interruption(report: Mapping[str, Any]) -> go.Figure | None:
         return None
     fig = _figure(
         f"Per interruption: replayed {_seconds(report['replayed']['seconds_total'])} "
-        f"({report['replayed']['steps_total']} steps), retry "
+        f"({_steps(report['replayed']['steps_total'])}), retry "
         f"{_seconds(report['retry']['seconds_total'])}",
         barmode="stack",
     )
@@ -592,7 +608,7 @@ def job_dashboard(report: Mapping[str, Any]) -> str:
             + (", ".join(f"{k} {v}" for k, v in sorted(r["interruptions"]["by_source"].items()))
                if r["interruptions"]["by_source"] else ""),
             _ratio(r["resume"].get("rate")),
-            f"{r['replayed']['steps_total']} steps, {_seconds(r['replayed']['seconds_total'])}",
+            f"{_steps(r['replayed']['steps_total'])}, {_seconds(r['replayed']['seconds_total'])}",
             _seconds(r["retry"]["seconds_total"]),
             _ratio(r["goodput"].get("ratio")),
             r["checkpoint"]["count"],
