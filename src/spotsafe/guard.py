@@ -252,6 +252,8 @@ class Guard:
             self._collect(block=True)
             if exc_type is None and self._last_saved != (self.state.step, self.state.epoch):
                 # The run finished: its final state is the job's result, so make it durable.
+                if self._progress is not None:
+                    self._progress.saving()
                 self._saved(self.checkpointer.save(self.state))
                 self._record("finished", step=self.state.step, epoch=self.state.epoch)
             if exc_type is None:
@@ -362,6 +364,8 @@ class Guard:
 
     def _save(self, reason: str) -> None:
         t0 = self.clock()
+        if self._progress is not None:
+            self._progress.saving()
         self._collect(block=True)  # one save in flight at a time
         try:
             if self.async_saves:

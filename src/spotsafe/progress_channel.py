@@ -90,7 +90,7 @@ BOARD_BYTES = WORD * (HEADER_WORDS + BOARD_SLOTS * SLOT_WORDS)  # 8256
 # "d": a float64 wall time (seconds since the epoch) or duration, NaN when unknown.
 PID, ENTERED_S, RESTORE_S, RESTORED_STEP = 0, 1, 2, 3
 FIRST_STEP_S, LAST_STEP, LAST_STEP_S = 4, 5, 6
-SAVED_STEP, SAVED_S, NEXT_SAVE_S, NEXT_SAVE_STEP, LEFT_S = 7, 8, 9, 10, 11
+SAVED_STEP, SAVED_S, NEXT_SAVE_S, NEXT_SAVE_STEP, LEFT_S, SAVING_S = 7, 8, 9, 10, 11, 12
 _INTS = frozenset({PID, RESTORED_STEP, LAST_STEP, SAVED_STEP, NEXT_SAVE_STEP})
 _NAN = float("nan")
 _SLOT = struct.Struct("=" + "".join("q" if i in _INTS else "d" for i in range(SLOT_WORDS)))
@@ -138,6 +138,8 @@ class RankProgress:
     """The step at which the next checkpoint is due, when the interval counts steps."""
     left_s: float | None = None
     """When it left the Guard (its work done, or stopped)."""
+    saving_s: float | None = None
+    """When its latest save started (a long save is not a stall until it outlasts one)."""
 
 
 def _min(values: list[float | None]) -> float | None:
@@ -229,10 +231,11 @@ class Progress:
 
     @property
     def sign_of_life(self) -> tuple[tuple[float | int | None, ...], ...]:
-        """What changes whenever a rank does anything after start-up: a step, a commit, a
-        plan for the next save, leaving the Guard. Compare two reads to see a stall."""
+        """What changes whenever a rank does anything after start-up: a step, a save's
+        start or commit, a plan for the next save, leaving the Guard. Compare two reads to
+        see a stall."""
         return tuple(
-            (r.slot, r.last_step, r.last_step_s, r.saved_s, r.next_save_s, r.left_s)
+            (r.slot, r.last_step, r.last_step_s, r.saving_s, r.saved_s, r.next_save_s, r.left_s)
             for r in self.ranks
         )
 
@@ -275,6 +278,7 @@ def _parse(data: bytes) -> Progress:
                 next_save_s=_or_none_s(v[NEXT_SAVE_S]),
                 next_save_step=_or_none_step(v[NEXT_SAVE_STEP]),
                 left_s=_or_none_s(v[LEFT_S]),
+                saving_s=_or_none_s(v[SAVING_S]),
             )
         )
     return Progress(tuple(ranks))
@@ -494,6 +498,11 @@ class ProgressWriter:
             self._first = False
             d[o + FIRST_STEP_S] = now
 
+    def saving(self) -> None:
+        """A save starts (it may hold the training thread for a while)."""
+        if self._d is not None:
+            self._d[self._o + SAVING_S] = self._wall()
+
     def saved(self, step: int) -> None:
         """A checkpoint of `step` committed."""
         if self._q is None or self._d is None:
@@ -525,8 +534,9 @@ class StallClock:
     """Whether an attempt is hung: no sign of life on the board for `max_stall_s` seconds.
 
     Counting starts at the attempt's first step (or when a Guard is left without one), never
-    during start-up (imports, restore, compilation, the first step). Any later step, commit,
-    plan for the next save or leaving the Guard restarts it. Time is the caller's monotonic
+    during start-up (imports, restore, compilation, the first step). Any later step, save
+    start or commit, plan for the next save or leaving the Guard restarts it: a save that
+    takes longer than `max_stall_s` is a hang too. Time is the caller's monotonic
     clock, so the judge is tested without waiting.
 
     Example:

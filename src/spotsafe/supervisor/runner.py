@@ -23,6 +23,7 @@ notice) and stopped its child: run it again, here or elsewhere, to continue the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -359,6 +360,13 @@ class Supervisor:
         progress = waited.progress.to_json()
         extra: dict[str, Any] = {"hung_after_s": waited.hung_s} if hung else {}
         record.end(attempt, clean_stop=clean, stopped_by=stopped_by, progress=progress, **extra)
+        final = _status(shown, waited.progress, None, stopping=False, hung=None)
+        self.status = dataclasses.replace(
+            final,
+            phase=Phase.ENDED,
+            ended=exit_class.value,
+            interruptions=record.retry_state().interruptions,
+        )
         events.record(
             "attempt_end",
             exit_class=exit_class.value,

@@ -29,6 +29,7 @@ class Phase(enum.Enum):
     STOPPING = "stopping"  # a stop was forwarded (SIGTERM), waiting for the child's exit
     HUNG = "hung"  # no step for max_stall_s: stopping the attempt
     WAITING = "waiting"  # backoff before the next attempt
+    ENDED = "ended"  # the attempt ended (`RunStatus.ended` says how)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +58,8 @@ class RunStatus:
     """Seconds since the attempt's last sign of life (after start-up)."""
     retry_at_s: float | None = None
     """While waiting: when the next attempt starts."""
+    ended: str | None = None
+    """Once the attempt ended: its exit class (``success``, ``preempted``, ``hung``, ...)."""
 
 
 def format_duration(seconds: float) -> str:
@@ -89,6 +92,10 @@ def format_status(status: RunStatus, *, now_s: float) -> str:
     if s.phase is Phase.WAITING:
         when = "" if s.retry_at_s is None else f" in {format_duration(s.retry_at_s - now_s)}"
         parts.append(f"attempt {s.attempt}{when}")
+    elif s.phase is Phase.ENDED:
+        parts.append(f"attempt {s.attempt} ended {s.ended}")
+        if s.step is not None:
+            parts.append(f"step {s.step}")
     else:
         parts.append(f"attempt {s.attempt}")
         if s.step is None:
