@@ -108,6 +108,17 @@ def attempt_price(pool: Pool, work: Path) -> float | None:
     return price
 
 
+def hung_after_ten_silent_seconds(pool: Pool, _: Path) -> bool:
+    """Whether the supervisor's stall judge calls an attempt hung 10 s after its last step."""
+    from spotsafe.progress_channel import Progress, RankProgress, StallClock
+
+    stepped = Progress((RankProgress(slot=0, pid=1, first_step_s=0.0, last_step=1,
+                                     last_step_s=0.0),))  # fmt: skip
+    clock = StallClock.from_pool(pool)
+    clock.stalled_s(stepped, now_s=0.0)
+    return clock.hung(stepped, now_s=10.0)
+
+
 PRICED = {"spot_price_per_hour": 3600.0, "on_demand_price_per_hour": 7200.0}  # 1 per second
 ON_DEMAND_NOW = {"on_demand_after": 0}  # the first attempt already runs on on-demand capacity
 A_LONG_STREAK = {"max_failures": 9}
@@ -132,6 +143,7 @@ PROBES: dict[str, tuple[Any, Any, dict[str, Any], Callable[[Pool, Path], Any]]] 
     # Its reader is the Checkpointer: test_keep_last_comes_from_the_pool, below.
     "keep_last": (2, 4, {}, lambda pool, _: pool.keep_last),
     "instances": (1, 3, PRICED, reported_cost),
+    "max_stall_s": (5.0, 30.0, {}, hung_after_ten_silent_seconds),
 }
 
 
