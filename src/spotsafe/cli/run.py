@@ -72,6 +72,7 @@ def command(
     run it again, here or on another machine, to continue the same job; 2 a user error (a
     bad flag, pool or config file).
     """
+    from spotsafe.cli._status_line import StatusLine
     from spotsafe.errors import ConfigError
     from spotsafe.interrupt import watchers_from_env
     from spotsafe.policy import get_pool, load_pools
@@ -88,6 +89,8 @@ def command(
     settings = get_pool(pool, load_pools(config))
     opened = open_store(store)
     check_store_durable(opened.url, allow_ephemeral=None)
+    # The status line: live on a terminal, plain lines in a log (spotsafe.cli._status_line).
+    status_line = StatusLine(lambda: supervisor.status)
     supervisor = Supervisor(
         store=opened,
         store_url=store if "://" in store else os.path.abspath(store),
@@ -97,6 +100,8 @@ def command(
         job_id=job_id,
         config=config_path,
         watchers=watchers_from_env(),
+        stdout=status_line.child_stdout,
+        stderr=status_line.child_stderr,
     )
     exporter = None
     if metrics_port is not None or metrics_file is not None:
@@ -107,7 +112,8 @@ def command(
         if exporter.url is not None:
             click.echo(f"spotsafe run: metrics at {exporter.url}", err=True)
     try:
-        outcome = supervisor.run()
+        with status_line:
+            outcome = supervisor.run()
     finally:
         if exporter is not None:
             exporter.close()
