@@ -75,6 +75,8 @@ EXIT_COLORS = {
 BADPUT_ORDER = ("startup", "restore", "checkpoint_blocking", "replayed", "retry_wait", "other")
 BADPUT_COLORS = ("#9edae5", "#aec7e8", "#ffbb78", "#d62728", "#c5b0d5", "#c7c7c7")
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+MAX_LEGEND_ATTEMPTS = 8  # more attempts than this: the progress legend names exit classes
+MAX_MARKERS = 400  # more points than this: lines without markers, smaller checkpoint marks
 
 
 def require_plotly() -> None:
@@ -275,7 +277,8 @@ def _timeline(report: Mapping[str, Any]) -> go.Figure:
                 text=[f"checkpoint at step {s['step']}<br>blocking {_seconds(s['blocking_s'])}, "
                       f"persist {_seconds(s['persist_s'])}" for s in shown],
                 mode="markers", name="checkpoint", hoverinfo="text",
-                marker={"symbol": "diamond", "size": 9, "color": "#1f1f1f"},
+                marker={"symbol": "diamond", "size": 9 if len(shown) <= MAX_MARKERS else 5,
+                        "color": "rgba(31,31,31,0.6)"},
             )
         )  # fmt: skip
     stops = [a for a in attempts if a.get("interruption_source") and a.get("ended_s") is not None]
@@ -304,6 +307,10 @@ def _progress(report: Mapping[str, Any]) -> go.Figure | None:
     if not any(lines.values()):
         return None
     fig = _figure("Step progress per attempt; work lost at an interruption, and its replay")
+    # A long job's legend names exit classes, not its many attempts (hover names each one).
+    per_attempt = len(attempts) <= MAX_LEGEND_ATTEMPTS
+    markers = sum(len(p) for p in lines.values()) <= MAX_MARKERS
+    shown: set[str] = set()
     for a in attempts:
         points = lines[a["attempt"]]
         if not points:
@@ -313,13 +320,17 @@ def _progress(report: Mapping[str, Any]) -> go.Figure | None:
         fig.add_trace(
             go.Scatter(
                 x=[_when(t) for t, _ in points], y=[s for _, s in points],
-                mode="lines+markers", name=_attempt_label(a),
+                mode="lines+markers" if markers else "lines",
+                name=_attempt_label(a) if per_attempt else cls,
+                legendgroup=None if per_attempt else cls,
+                showlegend=per_attempt or cls not in shown,
                 line={"width": 2, "color": EXIT_COLORS.get(cls, "#7f7f7f"),
                       "dash": "dot" if estimated else "solid"},
                 marker={"size": 5},
                 hovertemplate="%{x}<br>step %{y}<extra>" + _attempt_label(a) + "</extra>",
             )
         )  # fmt: skip
+        shown.add(cls)
     numbers = sorted(lines)
     lost: list[Any] = []
     lost_y: list[Any] = []
