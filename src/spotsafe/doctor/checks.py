@@ -153,7 +153,7 @@ def grace(flush_s: float, grace_s: float, *, source: str, margin: float = 0.8) -
     model tips it over).
 
     Example:
-        >>> grace(20.0, 25.0, source="measured").severity.value
+        >>> grace(22.0, 25.0, source="measured").severity.value
         'warning'
         >>> grace(2.0, 25.0, source="measured") is None
         True
