@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from spotsafe.policy.interval import daly_interval_s
-from spotsafe.simulate.engine import Outcome, Progress, run_trials
-from spotsafe.simulate.model import Job, schedule
+from spotsafe.simulate.engine import Outcome, Progress, run_many
+from spotsafe.simulate.model import Job
 from spotsafe.simulate.processes import Process
 
 __all__ = ["FIT_BAND", "Optimum", "default_grid", "optimum", "sweep"]
@@ -84,16 +84,13 @@ def sweep(
     seed: int,
     progress: Progress | None = None,
 ) -> list[Outcome]:
-    """Run every interval on the same interruptions.
+    """Run every interval on the same interruptions (`run_many`: each block of trials is
+    drawn once and every interval runs on it).
 
     Raises:
-        ConfigError: an interval the job cannot use, naming it.
+        ConfigError: an interval the job cannot use, naming it (before any runs).
     """
-    for interval in intervals:
-        schedule(job, interval)  # every interval checked before any runs
-    return [
-        run_trials(job, process, i, trials=trials, seed=seed, progress=progress) for i in intervals
-    ]
+    return run_many(job, process, intervals, trials=trials, seed=seed, progress=progress)
 
 
 def optimum(job: Job, outcomes: list[Outcome]) -> Optimum:
