@@ -7,7 +7,7 @@ import json
 import platform
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from spotsafe import rng
@@ -104,11 +104,14 @@ class TrainState:
             "rng": rng.capture(),
         }
 
-    def shared_state_dict(self) -> dict[str, Any]:
-        """The part every rank holds alike: replicated objects and the counters."""
+    def shared_state_dict(self, *, skip: Collection[str] = ()) -> dict[str, Any]:
+        """The part every rank holds alike: replicated objects and the counters (not the
+        objects named in ``skip``: sharded ones, which spotsafe.checkpoint.sharded saves)."""
         return {
             "objects": {
-                n: o.state_dict() for n, o in self.objects.items() if n not in self.per_rank
+                n: o.state_dict()
+                for n, o in self.objects.items()
+                if n not in self.per_rank and n not in skip
             },
             "step": self.step,
             "epoch": self.epoch,
@@ -121,16 +124,19 @@ class TrainState:
             "rng": rng.capture(),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load ``state``; the RNGs last, so nothing loaded afterwards draws from them."""
+    def load_state_dict(self, state: Mapping[str, Any], *, skip: Collection[str] = ()) -> None:
+        """Load ``state``; the RNGs last, so nothing loaded afterwards draws from them. The
+        objects named in ``skip`` are left alone (sharded ones are loaded through DCP)."""
         try:
             saved = state["objects"]
-            missing = set(self.objects) - set(saved)
+            missing = set(self.objects) - set(saved) - set(skip)
             if missing:
                 raise CheckpointCorrupt(
                     f"the checkpoint has no state for {sorted(missing)}; it holds {sorted(saved)}"
                 )
             for name, obj in self.objects.items():
+                if name in skip:
+                    continue
                 try:
                     obj.load_state_dict(saved[name])
                 except (RuntimeError, ValueError, TypeError) as e:

@@ -65,9 +65,11 @@ _TREE_NODES: dict[str, tuple[tuple[str, ...], type | tuple[type, ...]]] = {
     "$set": ((), list),
 }
 # A data file lives in a checkpoint directory (its own or an earlier one's), one or two
-# levels down (rank-00001/data-000.bin); no '..', no absolute path, no backslash.
+# levels down (rank-00001/data-000.bin); no '..', no absolute path, no backslash. The one
+# name with a leading dot is DCP's own ".metadata" (spotsafe.checkpoint.dcp_storage).
 _FILE_RE = re.compile(
-    r"^checkpoints/step-\d{12}-[0-9a-f]{8,32}(?:/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}){1,2}$"
+    r"^checkpoints/step-\d{12}-[0-9a-f]{8,32}"
+    r"(?:/(?:\.metadata|[A-Za-z0-9_][A-Za-z0-9._-]{0,127})){1,2}$"
 )
 # A numpy dtype as ``ndarray.dtype.str`` writes it; never an object dtype ('O').
 _NUMPY_DTYPE_RE = re.compile(r"^[<>|=][biufcSUVmM?]\d{0,4}(?:\[[A-Za-z0-9]{1,8}\])?$")

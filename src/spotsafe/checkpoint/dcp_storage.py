@@ -1,0 +1,372 @@
+"""torch.distributed.checkpoint's storage layer over a spotsafe Store, with checksums.
+
+DCP (``torch.distributed.checkpoint``) plans a sharded save: each rank writes the shards it
+owns, the coordinator (rank 0) gathers every rank's write results and writes ``.metadata``.
+It checks nothing: a flipped byte loads silently. These two classes are DCP's
+``StorageWriter`` and ``StorageReader`` for a spotsafe store (a local volume, S3, any fsspec
+URL), in DCP's own file format, so the directory stays a plain DCP checkpoint
+(``torch.distributed.checkpoint.load`` with a ``FileSystemReader`` reads a local one):
+
+- :class:`StoreWriter` writes each rank's files through the Store (durable when written: a
+  local store fsyncs the file and its directory; no host-wide ``os.sync()``), hashes every
+  file as its bytes stream out (xxh3-128, the digest spotsafe's manifest holds for a tensor:
+  spotsafe.checkpoint.layout.hash_bytes), and hands each file's size and digest to the
+  coordinator inside DCP's own write results. The coordinator writes ``.metadata`` (hashed
+  too) and keeps the digests of every rank's files: spotsafe's manifest, committed after
+  it, lists them all (spotsafe.checkpoint.sharded). The manifest, not ``.metadata``, is the
+  commit, and each save writes a new directory: nothing is ever overwritten.
+- :class:`StoreReader` serves a load from file bytes that were already read and checked
+  against the manifest; it never reads the store itself, so nothing unchecked reaches a
+  tensor. Tensors are read with ``torch.load(weights_only=True)``, other values through
+  :class:`SafeLoadPlanner` (the same), and ``.metadata`` by :func:`read_metadata`, an
+  unpickler that builds only DCP's metadata classes: loading never runs code from a
+  checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pickle
+import secrets
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import xxhash
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.filesystem import (
+    CURRENT_DCP_VERSION,
+    DEFAULT_SUFFIX,
+    _item_size,
+    _split_by_size_and_type,
+    _StorageInfo,
+    _StoragePrefix,
+)
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import (
+    LoadItemType,
+    LoadPlan,
+    LoadPlanner,
+    ReadItem,
+    SavePlan,
+    SavePlanner,
+    WriteItem,
+    WriteItemType,
+)
+from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
+from torch.futures import Future
+
+from spotsafe.checkpoint import layout
+from spotsafe.errors import CheckpointCorrupt
+from spotsafe.storage import Store
+
+__all__ = [
+    "METADATA_NAME",
+    "FileDigest",
+    "SafeLoadPlanner",
+    "StoreReader",
+    "StoreWriter",
+    "read_metadata",
+]
+
+# A rank's shards go to one file per this many bytes (up to ``threads`` files written at
+# once): small states stay one file per rank, as DCP's FileSystemWriter writes by default.
+FILE_BYTES = 64 * 1024 * 1024
+METADATA_NAME = ".metadata"  # DCP's name (filesystem._metadata_fn): FileSystemReader finds it
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    """One file a rank wrote: its name in the checkpoint directory, size and xxh3-128."""
+
+    name: str
+    size: int
+    xxh3: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A write result's storage data between a rank and the coordinator: DCP's own
+    ``_StorageInfo`` (what ``.metadata`` keeps) and the digest of the file it is in."""
+
+    info: _StorageInfo
+    file: FileDigest
+
+
+class StoreWriter(StorageWriter):
+    """DCP's storage writer into ``directory`` of ``store``, every file hashed as written.
+
+    Args:
+        store: where the checkpoint goes.
+        directory: the checkpoint's directory in the store (new for every save).
+        threads: files each rank writes at once (its items are split into this many files).
+
+    After ``torch.distributed.checkpoint.save`` returns, the coordinator's :attr:`files`
+    holds every file of every rank (``.metadata`` included) with its size and digest.
+    """
+
+    def __init__(self, store: Store, directory: str, *, threads: int = 1) -> None:
+        super().__init__()
+        self.store = store
+        self.directory = directory
+        self.threads = max(1, threads)
+        self.save_id = secrets.token_hex(8)
+        self.rank = 0
+        self.files: dict[str, FileDigest] = {}  #: name -> digest; on the coordinator only
+
+    def reset(self, checkpoint_id: Any = None) -> None:
+        self.save_id = secrets.token_hex(8)
+        self.files = {}
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        self.rank = int(kwargs.get("rank") or 0)
+
+    def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        # DCP's file names: rank r writes __r_0.distcp, __r_1.distcp, ...
+        return [
+            dataclasses.replace(p, storage_data=_StoragePrefix(f"__{i}_"))
+            for i, p in enumerate(plans)
+        ]
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        prefix: _StoragePrefix = plan.storage_data
+        # One file per FILE_BYTES of this rank's items, up to ``threads`` written at once.
+        nbytes = sum(_item_size(i) for i in plan.items if i.type != WriteItemType.BYTE_IO)
+        files = max(1, min(self.threads, nbytes // FILE_BYTES))
+        buckets = [b for b in _split_by_size_and_type(files, plan.items) if b]
+        names = [f"{prefix.prefix}{k}{DEFAULT_SUFFIX}" for k in range(len(buckets))]
+
+        def write_one(k: int) -> list[WriteResult]:
+            return self._write_file(names[k], buckets[k], planner)
+
+        results: list[WriteResult] = []
+        with ThreadPoolExecutor(min(self.threads, max(1, len(buckets)))) as pool:
+            for part in pool.map(write_one, range(len(buckets))):
+                results.extend(part)
+        future: Future[list[WriteResult]] = Future()
+        future.set_result(results)
+        return future
+
+    def _write_file(
+        self, name: str, items: list[WriteItem], planner: SavePlanner
+    ) -> list[WriteResult]:
+        """Stream ``items`` into one file, as DCP's FileSystemWriter lays them out (bytes
+        values first, then each tensor as ``torch.save`` writes it), hashing as it goes."""
+        ordered = [i for i in items if i.type == WriteItemType.BYTE_IO]
+        ordered += [i for i in items if i.type != WriteItemType.BYTE_IO]
+        placed: list[tuple[WriteItem, int, int]] = []
+        hasher = xxhash.xxh3_128()
+
+        def chunks() -> Iterator[memoryview]:
+            offset = 0
+            for item in ordered:
+                payload = _serialize(item, planner.resolve_data(item))
+                hasher.update(payload)
+                placed.append((item, offset, payload.nbytes))
+                offset += payload.nbytes
+                yield payload
+
+        size = self.store.write(f"{self.directory}/{name}", chunks())
+        digest = FileDigest(name, size, _finish(hasher, size))
+        return [
+            WriteResult(
+                index=item.index,
+                size_in_bytes=length,
+                storage_data=_Written(_StorageInfo(name, offset, length), digest),
+            )
+            for item, offset, length in placed
+        ]
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        """On the coordinator, once every rank's files are durable: write ``.metadata``
+        (what DCP's FileSystemWriter writes) and keep every file's digest."""
+        storage: dict[Any, _StorageInfo] = {}
+        files: dict[str, FileDigest] = {}
+        for per_rank in results:
+            for r in per_rank:
+                written: _Written = r.storage_data
+                storage[r.index] = written.info
+                files[written.file.name] = written.file
+        metadata.version = CURRENT_DCP_VERSION
+        metadata.storage_data = storage
+        metadata.storage_meta = self.storage_meta()
+        data = pickle.dumps(metadata, protocol=pickle.HIGHEST_PROTOCOL)
+        self.store.write_bytes(f"{self.directory}/{METADATA_NAME}", data)
+        files[METADATA_NAME] = FileDigest(
+            METADATA_NAME, len(data), layout.hash_bytes(memoryview(data))
+        )
+        self.files = files
+
+    def storage_meta(self) -> StorageMeta | None:
+        return StorageMeta(checkpoint_id=self.directory, save_id=self.save_id)
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
+        return False  # never picked by DCP itself: spotsafe hands it in
+
+
+def _serialize(item: WriteItem, data: Any) -> memoryview:
+    """One item's bytes as DCP's FileSystemWriter writes them."""
+    if item.type == WriteItemType.BYTE_IO:
+        assert isinstance(data, io.BytesIO)
+        return data.getbuffer()
+    tensor = data.detach().cpu()
+    if tensor.untyped_storage().size() != tensor.nbytes:
+        tensor = tensor.clone()  # torch.save writes a view's whole storage otherwise
+    buf = io.BytesIO()
+    torch.save(tensor, buf)
+    return buf.getbuffer()
+
+
+def _finish(hasher: Any, size: int) -> str:
+    """The digest of a streamed file: its bytes and the zero padding of
+    spotsafe.checkpoint.layout.hash_bytes."""
+    pad = layout.span_of(size) - size
+    if pad:
+        hasher.update(bytes(pad))
+    return str(hasher.hexdigest())
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's default load planner, but non-tensor values are read with
+    ``torch.load(weights_only=True)``: loading never runs code from a checkpoint."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        loaded = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            from torch.distributed.checkpoint._traverse import set_element
+
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], loaded)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = loaded
+
+
+class StoreReader(StorageReader):
+    """DCP's storage reader over files already read and checked (name -> bytes).
+
+    Args:
+        metadata: the checkpoint's ``.metadata``, parsed by :func:`read_metadata`.
+        files: the bytes of every file this rank's load plan reads.
+        where: the checkpoint, for messages.
+    """
+
+    def __init__(self, metadata: Metadata, files: Mapping[str, memoryview], where: str) -> None:
+        super().__init__()
+        self.metadata = metadata
+        self.files = files
+        self.where = where
+        self.storage_data: dict[Any, _StorageInfo] = metadata.storage_data or {}
+
+    def reset(self, checkpoint_id: Any = None) -> None:
+        return None
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        return self.metadata
+
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
+    ) -> None:
+        self.storage_data = metadata.storage_data
+
+    def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
+        return plan
+
+    def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
+        return plans
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        from torch.distributed._shard._utils import narrow_tensor_by_index
+
+        for req in plan.items:
+            info = self.storage_data[req.storage_index]
+            data = self.files.get(info.relative_path)
+            if data is None:  # a bug, never a store: every file read was planned and checked
+                raise CheckpointCorrupt(f"{self.where}: {info.relative_path} was not read")
+            if info.transform_descriptors:
+                raise CheckpointCorrupt(
+                    f"{self.where}: {info.relative_path} uses DCP stream transforms"
+                    f" {list(info.transform_descriptors)}, which spotsafe does not read"
+                )
+            piece = io.BytesIO(data[info.offset : info.offset + info.length])
+            if req.type == LoadItemType.BYTE_IO:
+                planner.load_bytes(req, piece)
+                continue
+            tensor = torch.load(piece, map_location="cpu", weights_only=True)
+            tensor = narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
+            target = planner.resolve_tensor(req).detach()
+            if target.size() != tensor.size():
+                raise CheckpointCorrupt(
+                    f"{self.where}: {req.storage_index.fqn} has shape {list(tensor.size())}"
+                    f" in the checkpoint, {list(target.size())} here"
+                )
+            target.copy_(tensor)
+            planner.commit_tensor(req, target)
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
+        return False
+
+
+def files_to_read(plan: LoadPlan, metadata: Metadata) -> set[str]:
+    """The files a load plan reads (relative to the checkpoint directory)."""
+    storage = metadata.storage_data or {}
+    return {storage[item.storage_index].relative_path for item in plan.items}
+
+
+# Exactly the classes DCP's metadata is made of (what pickle.dumps(Metadata) refers to).
+_METADATA_GLOBALS = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in (
+        "Metadata",
+        "MetadataIndex",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "StorageMeta",
+        "_MEM_FORMAT_ENCODING",
+    )
+} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),  # a layout by name: torch.layout pickles so
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("copyreg", "_reconstructor"),
+    ("builtins", "object"),
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _METADATA_GLOBALS or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of DCP's metadata")
+
+
+def read_metadata(data: bytes, where: str) -> Metadata:
+    """DCP's ``.metadata`` from its bytes, unpickled with only DCP's metadata classes (and
+    torch dtypes and sizes) allowed: a crafted file cannot run code.
+
+    Raises:
+        CheckpointCorrupt: the bytes are not DCP metadata.
+    """
+    try:
+        metadata = _MetadataUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # any failure to parse untrusted bytes is a bad file
+        raise CheckpointCorrupt(f"{where}: {METADATA_NAME} is not DCP metadata ({e})") from e
+    if not isinstance(metadata, Metadata) or not isinstance(metadata.storage_data, dict):
+        raise CheckpointCorrupt(f"{where}: {METADATA_NAME} is not DCP metadata")
+    return metadata

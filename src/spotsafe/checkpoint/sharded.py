@@ -1,0 +1,573 @@
+"""Sharded state (FSDP2 / DTensor) saved and restored through torch.distributed.checkpoint,
+under spotsafe's manifest, checksums, fence and retention.
+
+A :class:`~spotsafe.TrainState` whose model has DTensor parameters (``fully_shard``, tensor
+parallelism) is *sharded*: no rank holds all of it. Its models and their optimizers go
+through DCP (``get_model_state_dict`` / ``get_optimizer_state_dict`` to save, DCP's load and
+``set_*_state_dict`` to restore), so each rank writes and reads only its own shards, with no
+gather to rank 0. Everything else - the scheduler, the counters (replicated, written by
+rank 0), each rank's RNGs and data-loader position (per rank, under per-rank keys) - is
+written as for a DDP job (spotsafe.checkpoint.ranks). One checkpoint directory::
+
+    checkpoints/step-000000001200-3f9c2a1b/__0_0.distcp       rank 0's shards (DCP's format)
+    checkpoints/step-000000001200-3f9c2a1b/__1_0.distcp       rank 1's shards
+    checkpoints/step-000000001200-3f9c2a1b/.metadata          DCP's metadata, once all are durable
+    checkpoints/step-000000001200-3f9c2a1b/rank-00000/data-000.bin   rank 0's own state
+    checkpoints/step-000000001200-3f9c2a1b/rank-00001/data-000.bin   rank 1's own state
+    checkpoints/step-000000001200-3f9c2a1b/MANIFEST.json      last: the commit
+
+The manifest lists every file, DCP's included, with its size and xxh3-128
+(spotsafe.checkpoint.dcp_storage hashes them as they are written), so ``spotsafe verify``
+checks every shard and a listing sees a missing one. Its state tree is
+``{"ranks": [part_0, ...], "sharded": {...}}`` (see :func:`sharded_info`). The directory is
+also a plain DCP checkpoint: ``torch.distributed.checkpoint.load`` reads a local one.
+
+Restore: each rank reads and checks the files its DCP load plan needs (its own shards, or
+other ranks' when the world size changed) and ``.metadata``, before anything live is
+touched; all ranks agree (one all-reduce) before any of them loads, so a bad shard on any
+rank makes every rank fall back to the same older checkpoint, and the rank that found it
+quarantines it.
+
+**Elastic resume** (another world size, e.g. 4 ranks to 2 after losing a node; refused
+with ``Checkpointer(elastic=False)``): models, optimizers, the replicated objects (scheduler)
+and the step are restored exactly, resharded by DCP. Per-rank state cannot be mapped onto
+other ranks, so the policy is:
+
+- RNGs are re-derived on each new rank from (the checkpoint, its step, the new rank):
+  python's ``random``, numpy's and torch's global RNGs are seeded with :func:`elastic_seed`.
+- A data loader whose sampler is a ``DistributedSampler`` keeps the epoch's global sample
+  offset: the rest of the interrupted epoch (the same shuffled order) is re-sharded over
+  the new ranks, so each of its samples is seen once (up to ``world_size - 1`` repeated to
+  keep the ranks in step, as ``DistributedSampler`` pads); later epochs are the sampler's
+  own. Other loaders start the epoch over.
+- An ``elastic`` event records the resume, since it is not bitwise exact.
+
+Collectives run on the training thread only: sharded saves are synchronous (DCP plans with
+a gather and a scatter, and gathers the write results to rank 0; spotsafe adds one gather
+and one broadcast for its commit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from spotsafe.checkpoint import distributed, elastic_data, fetch, ranks, reader, tree
+from spotsafe.checkpoint.discovery import check_sizes
+from spotsafe.checkpoint.manifest import Manifest, TensorEntry, checkpoint_dir
+from spotsafe.checkpoint.snapshot import Snapshot, cpu_bytes, layouts_of
+from spotsafe.checkpoint.writer import Written
+from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch, ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from spotsafe.checkpoint.checkpointer import Checkpointer, SaveInfo
+    from spotsafe.state import TrainState
+
+log = logging.getLogger("spotsafe")
+
+FORMAT = "dcp"  #: the "format" of a sharded checkpoint's "sharded" tree entry
+SHARDED_KEY = "sharded"
+RANKS_KEY = "ranks"
+
+#: Records an event (the Checkpointer's ``_emit``).
+Emit = Callable[..., None]
+
+
+# -- what is sharded ---------------------------------------------------------------------
+
+
+def is_sharded(state: TrainState) -> bool:
+    """Whether ``state`` holds a model with DTensor parameters (FSDP2, tensor parallelism)."""
+    return any(_has_dtensor(o) for o in state.objects.values())
+
+
+def _has_dtensor(obj: Any) -> bool:
+    if not isinstance(obj, torch.nn.Module):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in obj.parameters())
+
+
+def dcp_objects(state: TrainState) -> dict[str, tuple[torch.nn.Module, Any]]:
+    """The objects saved through DCP: name -> (model, None) for a sharded model, (model,
+    optimizer) for an optimizer over a sharded model's parameters.
+
+    Raises:
+        ConfigError: an optimizer holds DTensor parameters of no model in the state.
+    """
+    from torch.distributed.tensor import DTensor
+
+    models = {n: o for n, o in state.objects.items() if _has_dtensor(o)}
+    out: dict[str, tuple[torch.nn.Module, Any]] = {n: (m, None) for n, m in models.items()}
+    owner = {id(p): m for m in models.values() for p in m.parameters()}
+    for name, obj in state.objects.items():
+        if not isinstance(obj, torch.optim.Optimizer):
+            continue
+        params = [p for g in obj.param_groups for p in g["params"]]
+        if not any(isinstance(p, DTensor) for p in params):
+            continue
+        model = next((owner[id(p)] for p in params if id(p) in owner), None)
+        if model is None:
+            raise ConfigError(
+                f"TrainState({name}=...): the optimizer holds sharded (DTensor) parameters of"
+                " no model in the state; pass the model too: TrainState(model=model, ...)"
+            )
+        out[name] = (model, obj)
+    return out
+
+
+def _dcp_state(objects: Mapping[str, tuple[torch.nn.Module, Any]]) -> dict[str, Any]:
+    """The DCP state dict: each sharded object's state with DTensor (sharded) values."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    return {
+        name: get_model_state_dict(model)
+        if optim is None
+        else get_optimizer_state_dict(model, optim)
+        for name, (model, optim) in objects.items()
+    }
+
+
+# -- save --------------------------------------------------------------------------------
+
+
+def save(ckpt: Checkpointer, state: TrainState, t0: float) -> SaveInfo:
+    """Commit a sharded checkpoint of ``state``; every rank calls it at the same step, and
+    every rank returns (or raises) once the checkpoint is committed (or is not).
+
+    Raises:
+        StorageError: some rank's write, DCP's, or the commit failed: nothing was committed.
+    """
+    from torch.distributed.checkpoint import state_dict_saver
+
+    from spotsafe.checkpoint.checkpointer import Commit, SaveInfo
+    from spotsafe.checkpoint.dcp_storage import StoreWriter
+
+    rank, world = distributed.rank_and_world()
+    directory = checkpoint_dir(state.step, distributed.broadcast(secrets.token_hex(4)))
+    objects = dcp_objects(state)
+    writer = StoreWriter(ckpt.store, directory, threads=ckpt.io_threads)
+    with ckpt._writing(directory):
+        ckpt._check_writable()
+        try:
+            state_dict_saver.save(_dcp_state(objects), storage_writer=writer)
+        except Exception as e:
+            # DCP gathers every rank's failure and raises the same error on all ranks, so
+            # they all stop here together; nothing is committed without a manifest.
+            raise StorageError(
+                f"sharded checkpoint at step {state.step}: DCP save failed: {e}"
+            ) from e
+        part: dict[str, Any] = {
+            "rank": state.rank_state_dict(),
+            "shared": state.shared_state_dict(skip=objects) if rank == 0 else None,
+        }
+        tensors: list[torch.Tensor] = []
+        encoded = tree.encode(part, tensors)
+        mine: Any
+        try:
+            written = ckpt._write(
+                f"{directory}/rank-{rank:05d}", cpu_bytes(tensors), layouts_of(tensors)
+            )
+            mine = (encoded, dataclasses.asdict(written))
+        except StorageError as e:
+            mine = f"rank {rank}: {e}"
+        gathered = distributed.gather(mine)
+        error = None
+        total = 0
+        if gathered is not None:  # rank 0 commits once every rank's part is durable
+            error = "; ".join(g for g in gathered if isinstance(g, str)) or None
+            if error is None:
+                combined, own = ranks._combine([(enc, ranks._written(w)) for enc, w in gathered])
+                info = {
+                    "format": FORMAT,
+                    "world_size": world,
+                    "objects": {
+                        n: "model" if o is None else "optimizer" for n, (_, o) in objects.items()
+                    },
+                }
+                combined["$dict"].append([SHARDED_KEY, tree.encode(info, [])])
+                written = _with_dcp_files(own, directory, writer.files)
+                total = written.bytes_written
+                meta = state.metadata()
+                meta["world_size"] = world
+                if ckpt.job_id is not None:
+                    meta["job_id"] = ckpt.job_id
+                shot = Snapshot(
+                    step=state.step, epoch=state.epoch, tree=combined, tensors=[], meta=meta
+                )
+                try:
+                    ckpt._commit(directory, shot, written, t0, blocked_until=None)
+                except StorageError as e:
+                    error = f"rank 0: {e}"
+        error = distributed.broadcast(error)
+    if error is not None:
+        raise StorageError(f"sharded checkpoint at step {state.step} failed: {error}")
+    done = ckpt.clock()
+    path = f"{ckpt.store.url}/{directory}"
+    ckpt._last_commit = Commit(step=state.step, epoch=state.epoch, path=path)
+    return SaveInfo(
+        step=state.step,
+        epoch=state.epoch,
+        path=path,
+        bytes_written=total,
+        bytes_total=0,
+        blocking_s=done - t0,
+        persist_s=done - t0,
+    )
+
+
+def _with_dcp_files(own: Written, directory: str, files: Mapping[str, Any]) -> Written:
+    """``own`` (every rank's spotsafe part) plus one entry per DCP file: the whole file as
+    bytes, with the size and digest its writer computed."""
+    entries = list(own.entries)
+    sizes = dict(own.files)
+    added = 0
+    for name in sorted(files):
+        d = files[name]
+        path = f"{directory}/{name}"
+        sizes[path] = d.size
+        added += d.size
+        entries.append(
+            TensorEntry(
+                file=path, offset=0, nbytes=d.size, span=d.size, dtype="uint8",
+                shape=[d.size], xxh3=d.xxh3,
+            )
+        )  # fmt: skip
+    return Written(entries=entries, files=sizes, bytes_written=own.bytes_written + added)
+
+
+# -- what a sharded manifest says (torch-free) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardedInfo:
+    """What a sharded checkpoint holds, from its manifest alone."""
+
+    world_size: int  #: ranks that wrote it
+    objects: dict[str, str]  #: name -> "model" | "optimizer", saved through DCP
+    shards: dict[int, int]  #: rank -> DCP data files it wrote
+    shard_bytes: dict[int, int]  #: rank -> bytes of those files
+
+
+def sharded_info(manifest: Manifest) -> ShardedInfo | None:
+    """What the sharded checkpoint ``manifest`` commits; None for any other checkpoint.
+
+    Example:
+        >>> import tempfile, torch, spotsafe
+        >>> ckpt = spotsafe.Checkpointer(tempfile.mkdtemp(), allow_ephemeral=True)
+        >>> info = ckpt.save(spotsafe.TrainState(model=torch.nn.Linear(2, 1)))
+        >>> sharded_info(ckpt.checkpoints()[0].manifest) is None
+        True
+    """
+    encoded = _child(manifest.tree, SHARDED_KEY)
+    if not isinstance(encoded, dict):
+        return None
+    decoded = tree.decode_with(encoded, _NoLeaves())
+    if not isinstance(decoded, dict) or decoded.get("format") != FORMAT:
+        return None
+    shards: dict[int, int] = {}
+    shard_bytes: dict[int, int] = {}
+    for path, size in manifest.files.items():
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("__") and name.endswith(".distcp"):
+            r = int(name[2:].split("_", 1)[0])
+            shards[r] = shards.get(r, 0) + 1
+            shard_bytes[r] = shard_bytes.get(r, 0) + size
+    return ShardedInfo(
+        world_size=int(decoded.get("world_size", manifest.world_size)),
+        objects=dict(decoded.get("objects", {})),
+        shards=shards,
+        shard_bytes=shard_bytes,
+    )
+
+
+class _NoLeaves:
+    """Decodes the JSON-only part of a tree (the sharded info holds no tensors)."""
+
+    def tensor(self, index: int) -> Any:
+        raise CheckpointCorrupt(f"the sharded info refers to tensor #{index}")
+
+    def ndarray(self, index: int, dtype: Any, shape: list[int]) -> Any:
+        raise CheckpointCorrupt(f"the sharded info refers to array #{index}")
+
+    def dtype(self, name: str) -> Any:
+        return name
+
+    def device(self, name: str) -> Any:
+        return name
+
+
+def _child(encoded: Any, key: Any) -> Any:
+    if isinstance(encoded, dict) and isinstance(encoded.get("$dict"), list):
+        for pair in encoded["$dict"]:
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == key:
+                return pair[1]
+    return None
+
+
+# -- restore -----------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Loaded:
+    """A sharded checkpoint read and checked on this rank, not yet loaded: :meth:`apply`
+    loads it, once every rank's check passed."""
+
+    where: str
+    step: int
+    saved_world: int
+    seed: int  #: the base of elastic_seed: from the checkpoint's content digest
+    metadata: Any  #: DCP's Metadata
+    files: dict[str, memoryview]  #: DCP files this rank's load reads, checked
+    objects: dict[str, tuple[torch.nn.Module, Any]]
+    shared: dict[str, Any]  #: the replicated part (rank 0's): objects, step, epoch
+    own: dict[str, Any]  #: this rank's own part; elastic: old rank 0's
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the world size changed since the save."""
+        return self.saved_world != distributed.rank_and_world()[1]
+
+    def apply(self, state: TrainState, emit: Emit) -> None:
+        """Load into ``state`` (a collective: every rank calls it)."""
+        from torch.distributed.checkpoint import state_dict_loader
+        from torch.distributed.checkpoint.state_dict import (
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        from spotsafe.checkpoint.dcp_storage import SafeLoadPlanner, StoreReader
+
+        dcp_state = _dcp_state(self.objects)
+        state_dict_loader.load(
+            dcp_state,
+            storage_reader=StoreReader(self.metadata, self.files, self.where),
+            planner=SafeLoadPlanner(),
+        )
+        for name, (model, optim) in self.objects.items():
+            if optim is None:
+                set_model_state_dict(model, dcp_state[name])
+            else:
+                set_optimizer_state_dict(model, optim, dcp_state[name])
+        rank, world = distributed.rank_and_world()
+        merged = ranks_merge(self.shared, self.own)
+        if not self.elastic:
+            state.load_state_dict(merged, skip=self.objects)
+            return
+        # Elastic: the replicated part exactly; per-rank state by the documented policy.
+        per_rank = {n: o for n, o in state.objects.items() if n in state.per_rank}
+        state.load_state_dict(merged, skip={**self.objects, **per_rank})
+        _reseed(elastic_seed(self.seed, self.step, rank))
+        resharded = [
+            n
+            for n, o in per_rank.items()
+            if elastic_data.reshard(o, self.own["objects"].get(n), saved_world=self.saved_world)
+        ]
+        log.warning(
+            "resumed %s on %d ranks, written by %d: model and optimizer resharded exactly;"
+            " RNGs re-derived from (checkpoint, step, rank); data %s",
+            self.where, world, self.saved_world,
+            f"re-sharded ({', '.join(resharded)})" if resharded else "epoch restarts",
+        )  # fmt: skip
+        if rank == 0:
+            emit(
+                "elastic",
+                step=self.step,
+                from_world_size=self.saved_world,
+                to_world_size=world,
+                resharded_loaders=resharded,
+            )
+
+
+def ranks_merge(shared: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """One rank's full state (DCP objects aside) from the replicated and its own part."""
+    from spotsafe.state import merge_parts
+
+    return merge_parts(shared, own)
+
+
+def elastic_seed(base: int, step: int, rank: int) -> int:
+    """The seed of ``rank``'s RNGs after an elastic resume at ``step`` from the checkpoint
+    whose seed base is ``base``: the same inputs always give the same seed.
+
+    >>> elastic_seed(7, 100, 0) == elastic_seed(7, 100, 0) != elastic_seed(7, 100, 1)
+    True
+    """
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(f"{base}:{step}:{rank}".encode()) >> 1  # < 2**63
+
+
+def _reseed(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def read(
+    store: Any,
+    manifest: Manifest,
+    directory: str,
+    sizes: dict[str, int],
+    state: TrainState,
+    *,
+    threads: int,
+    elastic: bool,
+) -> Loaded:
+    """Read and check what this rank needs of the sharded checkpoint in ``directory``.
+
+    Raises:
+        CheckpointCorrupt: a file is missing or has the wrong size, a byte is wrong, or the
+            state does not decode (the caller quarantines the checkpoint).
+        CheckpointMismatch: the checkpoint does not fit this run: replicated state for a
+            sharded run or the reverse, another world size with ``elastic=False``, objects
+            the checkpoint lacks.
+    """
+    from spotsafe.checkpoint.dcp_storage import METADATA_NAME, SafeLoadPlanner, read_metadata
+
+    where = f"{store.url}/{directory}"
+    info = sharded_info(manifest)
+    if info is None:
+        raise CheckpointMismatch(
+            f"{where} holds replicated (DDP or single-process) state and this run's model is"
+            " sharded (DTensor): resume with the code that wrote it, or give this run its own"
+            " store"
+        )
+    if not is_sharded(state):
+        raise CheckpointMismatch(
+            f"{where} holds sharded (FSDP2/DTensor) state and this run's model is not"
+            " sharded: shard it the same way (fully_shard) before restoring"
+        )
+    rank, world = distributed.rank_and_world()
+    if info.world_size != world and not elastic:
+        raise CheckpointMismatch(
+            f"{where} was written by {info.world_size} ranks, this run has {world}, and"
+            " elastic resume is off (Checkpointer(elastic=False)); run on"
+            f" {info.world_size} ranks or allow it"
+        )
+    check_sizes(manifest, sizes, where)
+    parts = _child(manifest.tree, RANKS_KEY)
+    items = parts.get("$list") if isinstance(parts, dict) else None
+    if not isinstance(items, list) or len(items) != info.world_size:
+        raise CheckpointCorrupt(f"{where}: the state is not one part per rank of {info.world_size}")
+    shared_enc = _child(items[0], "shared")
+    # Elastic: no part is this rank's own; rank 0's tells where its loaders stood.
+    own_enc = _child(items[rank if info.world_size == world else 0], "rank")
+    source = fetch.Source(store, directory)
+    objects = dcp_objects(state)
+    missing = sorted(set(objects) - set(info.objects))
+    if missing:
+        raise CheckpointMismatch(f"{where} holds no sharded state for {missing}")
+
+    # 1. DCP's metadata, checked, parsed without running code; then the files this rank's
+    # load plan reads (its own shards, or others' on another world size).
+    top = len(directory) + 1
+    index = {  # DCP's files lie at the top of the checkpoint; spotsafe's parts below it
+        e.file[top:]: i
+        for i, e in enumerate(manifest.tensors)
+        if e.file.startswith(directory + "/") and "/" not in e.file[top:]
+    }
+    if METADATA_NAME not in index:
+        raise CheckpointCorrupt(f"{where}: the manifest lists no {METADATA_NAME}")
+    raw = _fetch(source, manifest, [index[METADATA_NAME]], threads)
+    metadata = read_metadata(bytes(_bytes(raw[index[METADATA_NAME]])), where)
+    planner = SafeLoadPlanner()
+    try:
+        planner.set_up_planner(_dcp_state(objects), metadata, is_coordinator=rank == 0)
+        plan = planner.create_local_plan()
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointMismatch(f"{where} does not fit this run's sharded state: {e}") from e
+    from spotsafe.checkpoint.dcp_storage import files_to_read
+
+    needed = sorted(files_to_read(plan, metadata))
+    unknown = [n for n in needed if n not in index]
+    if unknown:
+        raise CheckpointCorrupt(
+            f"{where}: DCP's metadata names {unknown[0]}, which the manifest does not list"
+        )
+    # 2. This rank's spotsafe parts (the replicated one, its own), and the shards, checked.
+    wanted = {index[n] for n in needed}
+    wanted |= set(_tensor_indexes(shared_enc)) | set(_tensor_indexes(own_enc))
+    got = _fetch(source, manifest, sorted(wanted), threads)
+    files = {n: _bytes(got[index[n]]) for n in needed}
+    leaves: list[Any] = [got.get(i) for i in range(len(manifest.tensors))]
+    try:
+        shared = tree.decode(shared_enc, leaves)
+        own = tree.decode(own_enc, leaves)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise CheckpointCorrupt(f"{where}: the state does not decode ({e})") from e
+    if not isinstance(shared, dict) or not isinstance(own, dict):
+        raise CheckpointCorrupt(f"{where}: a rank's part is malformed")
+    return Loaded(
+        where=where,
+        step=manifest.step,
+        saved_world=info.world_size,
+        seed=int(manifest.content_digest()[:16], 16),
+        metadata=metadata,
+        files=files,
+        objects=objects,
+        shared=shared,
+        own=own,
+    )
+
+
+def _bytes(t: torch.Tensor) -> memoryview:
+    from spotsafe.checkpoint import layout
+
+    return layout.bytes_of(t)
+
+
+def _tensor_indexes(encoded: Any) -> Iterator[int]:
+    todo = [encoded]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, dict):
+            for key in ("$tensor", "$ndarray"):
+                if isinstance(node.get(key), int):
+                    yield node[key]
+            todo.extend(v for k, v in node.items() if k not in ("$tensor", "$ndarray"))
+
+
+def _fetch(
+    source: fetch.Source, manifest: Manifest, only: list[int], threads: int
+) -> dict[int, torch.Tensor]:
+    """Read and check the tensors ``only`` of ``manifest`` into new memory."""
+    import threading
+
+    out: dict[int, torch.Tensor] = {}
+    buffers: dict[fetch.Run, torch.Tensor] = {}
+    lock = threading.Lock()
+
+    def buffer_for(run: fetch.Run) -> memoryview:
+        buf = torch.empty(run.size, dtype=torch.uint8)
+        with lock:
+            buffers[run] = buf
+        return _bytes(buf)
+
+    def verified(run: fetch.Run, i: int, at: int) -> None:
+        entry = manifest.tensors[i]
+        with lock:
+            buf = buffers[run]
+        out[i] = reader.tensor_from_bytes(buf[at : at + entry.nbytes], entry, source.directory)
+
+    runs = fetch.plan_runs(manifest, only=only, whole_files=not source.local)
+    fetch.fetch(source, manifest, runs, threads=threads, buffer_for=buffer_for, verified=verified)
+    lost = [i for i in only if i not in out]
+    if lost:
+        raise CheckpointCorrupt(f"{source.directory}: tensor #{lost[0]} was not read")
+    return out

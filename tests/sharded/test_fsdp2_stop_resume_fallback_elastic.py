@@ -1,0 +1,160 @@
+"""FSDP2 (fully_shard, gloo on CPU) under torchrun through the Checkpointer: every rank writes
+its own shards, each checksummed under one manifest; SIGTERM on one rank stops all at one
+step; resume on the same world size is bitwise exact; a flipped byte in one rank's shard makes
+every rank fall back to the same older checkpoint; resume on 2 of 4 ranks reshards exactly,
+re-shards the epoch's rest and records an ``elastic`` event; ``elastic=False`` refuses it; a
+rank killed in the middle of a sharded save leaves the previous checkpoint the newest valid.
+
+Three torchruns in all (each costs seconds of imports), their scenarios chained in the child
+(tests/support/sharded_train.py); the tests read what they printed and left in the stores.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spotsafe.checkpoint import Status
+from spotsafe.checkpoint.sharded import sharded_info
+from spotsafe.checkpoint.view import StoreView
+from spotsafe.events import read_events
+from spotsafe.storage import open_store
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def torchrun(ranks: int, out: Path, *actions: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), SPOTSAFE_CLOUD="none", OMP_NUM_THREADS="1",
+               SPOTSAFE_ALLOW_EPHEMERAL="1")  # fmt: skip
+    for key in ("SPOTSAFE_STORE", "SPOTSAFE_JOB_ID", "SPOTSAFE_ATTEMPT", "SPOTSAFE_POOL"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+         str(ranks), "-m", "tests.support.sharded_train", str(out), *actions],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )  # fmt: skip
+
+
+def lines(run: subprocess.CompletedProcess[str], kind: str) -> list[list[str]]:
+    """The ``kind`` records the ranks printed: ``kind`` then words that are numbers or
+    16-digit digests. Ranks share one pipe, so a line may hold several ranks' records."""
+    word = r" (?:[0-9a-f]{16}|\d+(?!\d)|[A-Z][A-Za-z]+)"
+    found = re.findall(rf"{kind}((?:{word})+)", run.stdout)
+    return [[*kind.split(), *f.split()] for f in found]
+
+
+def newest(store: Path, status: Status = Status.VALID) -> Any:
+    return next(c for c in StoreView(str(store)).checkpoints() if c.status is status)
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("sharded")
+    # A: an uninterrupted reference, then a run whose rank 1 is signalled after step 7.
+    a = torchrun(4, out, f"train:{out / 'ref'}", f"train:{out / 'run'}:stop=7")
+    assert "final ref" in a.stdout, a.stderr[-4000:]
+    stopped_at = newest(out / "run").step
+    fb, el = out / "fallback", out / "elastic"
+    shutil.copytree(out / "run", fb)
+    shutil.copytree(out / "run", el)
+    (shard,) = (fb / newest(fb).path).glob("__2_*.distcp")
+    flip_byte(shard)  # only rank 2 reads its own shard on a same-size restore
+    # B: the fallback past the flipped byte; then the interrupted run resumed on 4 ranks.
+    b = torchrun(4, out, f"fallback:{fb}", f"train:{out / 'run'}:tag=resumed")
+    assert b.returncode == 0, b.stderr[-4000:]
+    # C: 2 of the 4 ranks: strict refuses; elastic resumes; then a rank dies mid-save.
+    c = torchrun(2, out, f"strict:{el}", f"train:{el}:tag=el", f"killsave:{el}")
+    return {"out": out, "a": a, "b": b, "c": c, "fb": fb, "el": el, "stopped_at": stopped_at}
+
+
+def test_sigterm_on_one_rank_stops_all_at_one_step_with_75(runs: dict[str, Any]) -> None:
+    a, store = runs["a"], runs["out"] / "run"
+    assert a.returncode != 0  # torchrun reports its workers' 75 as a failure
+    # torchrun names the first worker to exit (75) and ends the rest; the store has each
+    # rank's own record of its clean stop.
+    assert re.search(r"exitcode\s*: 75", a.stderr), a.stderr[-3000:]
+    stops = [e for e in read_events(open_store(str(store))) if e.kind == "stop"]
+    assert len(stops) == 4 and {e.get("clean") for e in stops} == {True}
+    (step,) = {e.get("step") for e in stops}
+    assert runs["stopped_at"] == step == 8  # the newest checkpoint was the stop step's
+
+
+def test_each_rank_writes_its_shards_every_file_checksummed(runs: dict[str, Any]) -> None:
+    store = runs["out"] / "run"
+    c = newest(store)
+    info = sharded_info(c.manifest)
+    assert info is not None and info.world_size == 4 and sorted(info.shards) == [0, 1, 2, 3]
+    assert set(info.objects) == {"model", "optimizer"}
+    names = {f.rsplit("/", 1)[-1] for f in c.manifest.files if f.startswith(c.path + "/")}
+    assert ".metadata" in names and {f"__{r}_0.distcp" for r in range(4)} <= names
+    hashed = {e.file for e in c.manifest.tensors}
+    assert set(c.manifest.files) <= hashed  # every file, DCP's included, has a digest
+    assert all(v.status is Status.VALID for v in StoreView(str(store)).verify())
+    # A new directory per checkpoint: each save wrote its own.
+    assert len({v.path for v in StoreView(str(store)).checkpoints()}) >= 3
+
+
+def test_resume_on_the_same_world_size_is_bitwise_exact(runs: dict[str, Any]) -> None:
+    ref = {r[2]: r[3:] for r in lines(runs["a"], "final ref")}
+    resumed = {r[2]: r[3:] for r in lines(runs["b"], "final resumed")}
+    assert len(ref) == 4 and resumed == ref
+
+
+def test_a_flipped_byte_in_one_shard_sends_every_rank_back(runs: dict[str, Any]) -> None:
+    fallbacks = lines(runs["b"], "fallback")
+    assert sorted(f[1] for f in fallbacks) == ["0", "1", "2", "3"]
+    assert {(f[2], f[3]) for f in fallbacks} == {("6", "1")}  # one older step, all ranks
+    listing = StoreView(str(runs["fb"])).checkpoints()
+    assert listing[0].step == 8 and listing[0].status is Status.QUARANTINED
+    assert "__2_0.distcp" in listing[0].reason
+
+
+def test_resume_on_fewer_ranks_reshards_exactly(runs: dict[str, Any]) -> None:
+    c = runs["c"]
+    assert {s[2] for s in lines(c, "strict")} == {"CheckpointMismatch"}
+    same = {tuple(r[3:]) for r in lines(runs["b"], "restored resumed")}
+    elastic = {tuple(r[3:]) for r in lines(c, "restored el")}
+    assert len(same) == 1 and elastic == same  # the full model and optimizer, bit for bit
+    assert len(lines(c, "final el")) == 2
+    (event,) = [e for e in read_events(open_store(str(runs["el"]))) if e.kind == "elastic"]
+    assert (event.get("from_world_size"), event.get("to_world_size")) == (4, 2)
+    assert event.get("resharded_loaders") == ["loader"]
+
+
+def test_the_interrupted_epoch_is_seen_once_across_old_and_new_ranks(runs: dict[str, Any]) -> None:
+    out = runs["out"]
+    seen: collections.Counter[int] = collections.Counter()
+    for tag in ("run", "el"):
+        for f in out.glob(f"seen-{tag}-*.jsonl"):
+            for line in f.read_text().splitlines():
+                epoch, idx = json.loads(line)
+                if epoch == 1:
+                    seen.update(idx)
+    assert sorted(seen) == list(range(96)) and set(seen.values()) == {1}
+
+
+def test_a_rank_killed_mid_save_leaves_the_previous_checkpoint_newest(
+    runs: dict[str, Any],
+) -> None:
+    c, store = runs["c"], runs["el"]
+    assert c.returncode != 0
+    (committed,) = {int(r[2]) for r in lines(c, "committed")}
+    assert newest(store).step == committed
+    partial = newest(store, Status.PARTIAL)
+    assert partial.step == committed + 1

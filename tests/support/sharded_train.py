@@ -1,0 +1,188 @@
+"""Child for torchrun: FSDP2 (``fully_shard`` on a CPU mesh, gloo) under a Guard, with the
+scenarios of tests/sharded chained in one process group (each torchrun costs seconds).
+
+    torchrun --standalone --nproc-per-node N -m tests.support.sharded_train OUT ACTION...
+
+Actions, in the order given:
+
+- ``train:STORE[:stop=K]``: train from STORE's newest checkpoint (or fresh) to the end
+  (exit 0); with ``stop=K``, rank 1 signals itself (SIGTERM) after step K: every rank exits 75.
+- ``fallback:STORE``: restore STORE into a fresh state; print the step loaded.
+- ``strict:STORE``: restore with ``Checkpointer(elastic=False)``; print what it raised.
+- ``killsave:STORE``: resume, save at the next step, then die (SIGKILL) on rank 1 in the
+  middle of writing its shards during the save after it.
+
+Each rank appends the sample indices it trained on to OUT/seen-TAG-RANK.jsonl and prints
+``final|restored TAG RANK DIGEST`` lines (DIGEST: of the full model and optimizer state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import xxhash
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+import spotsafe
+
+EPOCHS = 2
+BATCH = 4
+
+
+class Indexed(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
+    def __init__(self, n: int = 96) -> None:
+        g = torch.Generator().manual_seed(1234)
+        self.x = torch.randn(n, 6, generator=g)
+        self.y = torch.randn(n, 1, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        noise = torch.randn(6) * 0.01 + random.random() * 0.01 + float(np.random.rand()) * 0.01
+        return self.x[i] + noise, self.y[i], i
+
+
+def build(mesh: Any) -> tuple[spotsafe.TrainState, Any, Any, Any]:
+    rank = dist.get_rank()
+    torch.manual_seed(0)  # the same initial model on every rank
+    model = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 1))
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.9)
+    # Seeds differ per rank: each rank's RNG streams are its own.
+    torch.manual_seed(100 + rank)
+    random.seed(rank)
+    np.random.seed(rank)
+    ds = Indexed()
+    sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, sampler=sampler)
+    state = spotsafe.TrainState(model=model, optimizer=opt, scheduler=sched, loader=loader)
+    return state, model, opt, (sampler, loader, sched)
+
+
+def digest(model: Any, opt: Any) -> str:
+    """The full (gathered) model and optimizer state: equal across world sizes."""
+    full = StateDictOptions(full_state_dict=True)
+    msd = get_model_state_dict(model, options=full)
+    osd = get_optimizer_state_dict(model, opt, options=full)
+    h = xxhash.xxh3_64()
+    for k in sorted(msd):
+        h.update(k.encode() + msd[k].detach().contiguous().numpy().tobytes())
+    for fqn in sorted(osd["state"]):
+        for k in sorted(osd["state"][fqn]):
+            h.update(
+                f"{fqn}.{k}".encode() + osd["state"][fqn][k].detach().contiguous().numpy().tobytes()
+            )
+    h.update(json.dumps(osd["param_groups"], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def train(out: Path, store: str, tag: str, stop: int | None, mesh: Any) -> None:
+    rank = dist.get_rank()
+    state, model, opt, (sampler, loader, sched) = build(mesh)
+    ckpt = spotsafe.Checkpointer(store, keep_last=3)
+    info = ckpt.restore(state)
+    if info is not None:
+        print(f"restored {tag} {rank} {info.step} {digest(model, opt)}", flush=True)
+    seen = open(out / f"seen-{tag}-{rank}.jsonl", "a")  # noqa: SIM115
+    with spotsafe.Guard(ckpt, state, every_steps=2) as guard:
+        while state.epoch < EPOCHS:
+            sampler.set_epoch(state.epoch)
+            for x, y, idx in loader:
+                loss = nn.functional.mse_loss(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                seen.write(json.dumps([state.epoch, idx.tolist()]) + "\n")
+                seen.flush()
+                guard.step()
+                if stop is not None and state.step == stop and rank == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)  # as when one node is reclaimed
+            guard.end_epoch()
+    print(f"final {tag} {rank} {state.step} {digest(model, opt)}", flush=True)
+    ckpt.close()
+
+
+def fallback(store: str, mesh: Any) -> None:
+    state, _model, _opt, _ = build(mesh)
+    info = spotsafe.Checkpointer(store).restore(state)
+    assert info is not None
+    print(f"fallback {dist.get_rank()} {info.step} {int(info.fell_back)}", flush=True)
+
+
+def strict(store: str, mesh: Any) -> None:
+    state, *_ = build(mesh)
+    try:
+        spotsafe.Checkpointer(store, elastic=False).restore(state)
+        outcome = "loaded"
+    except spotsafe.errors.CheckpointMismatch as e:
+        outcome = type(e).__name__
+    print(f"strict {dist.get_rank()} {outcome}", flush=True)
+
+
+def killsave(store: str, mesh: Any) -> None:
+    state, _model, _opt, _ = build(mesh)
+    ckpt = spotsafe.Checkpointer(store, keep_last=3)
+    ckpt.restore(state)
+    state.step += 1
+    ckpt.save(state)
+    print(f"committed {dist.get_rank()} {state.step}", flush=True)
+    if dist.get_rank() == 1:
+        real = ckpt.store.write
+
+        def dying(path: str, chunks: Any) -> int:
+            if path.endswith(".distcp"):
+                for i, _ in enumerate(chunks):
+                    if i == 2:  # some bytes of the shard are out
+                        os.kill(os.getpid(), signal.SIGKILL)
+            return real(path, chunks)
+
+        ckpt.store.write = dying  # type: ignore[method-assign]
+    state.step += 1
+    ckpt.save(state)
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    dist.init_process_group("gloo")
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    for action in sys.argv[2:]:
+        kind, _, rest = action.partition(":")
+        args = rest.split(":")
+        if kind == "train":
+            opts = dict(a.split("=") for a in args[1:])
+            stop = int(opts["stop"]) if "stop" in opts else None
+            train(out, args[0], opts.get("tag", Path(args[0]).name), stop, mesh)
+        elif kind == "fallback":
+            fallback(args[0], mesh)
+        elif kind == "strict":
+            strict(args[0], mesh)
+        elif kind == "killsave":
+            killsave(args[0], mesh)
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
