@@ -360,6 +360,13 @@ def read_metadata(data: bytes, where: str) -> Metadata:
     """DCP's ``.metadata`` from its bytes, unpickled with only DCP's metadata classes (and
     torch dtypes and sizes) allowed: a crafted file cannot run code.
 
+    Example:
+        >>> import pickle
+        >>> read_metadata(pickle.dumps(print), "ckpt")
+        Traceback (most recent call last):
+        ...
+        spotsafe.errors.CheckpointCorrupt: ckpt: .metadata is not DCP metadata (...)
+
     Raises:
         CheckpointCorrupt: the bytes are not DCP metadata.
     """

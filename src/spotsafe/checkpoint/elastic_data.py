@@ -49,7 +49,15 @@ def reshard(loader: Any, position: Mapping[str, Any] | None, *, saved_world: int
 
 class RestOfEpoch(torch.utils.data.Sampler[int]):
     """One epoch: this rank's share of the rest of ``sampler``'s current epoch, from the
-    global ``offset`` on; then it hands ``holder`` back its ``sampler``."""
+    global ``offset`` on; then it hands ``holder`` back its ``sampler``.
+
+    Example (4 ranks took one sample each; rank 1 of 2 takes every other of the rest):
+        >>> import torch
+        >>> s = torch.utils.data.DistributedSampler(range(8), num_replicas=4, rank=0, shuffle=False)
+        >>> holder = torch.utils.data.BatchSampler(s, batch_size=1, drop_last=False)
+        >>> RestOfEpoch(s, holder, offset=4, saved_world=4, rank=1, world=2).indices()
+        [5, 7]
+    """
 
     def __init__(
         self, sampler: Any, holder: Any, *, offset: int, saved_world: int, rank: int, world: int
