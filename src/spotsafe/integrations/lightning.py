@@ -178,6 +178,8 @@ class SpotsafeCallback(pl.Callback):
         # (Lightning's would stop at the epoch's end with exit 0) and is put back on exit.
         self.guard = self.options.guard(self.checkpointer, self.state)
         self.guard.__enter__()
+        # A resumed run may validate before its first batch (the saved step's validation).
+        self._rng_before_validation = rng.capture()
 
     # ----------------------------------------------------------------- steps
 
@@ -198,10 +200,14 @@ class SpotsafeCallback(pl.Callback):
         if trainer.global_step == self._seen_step:
             return  # inside a gradient-accumulation window: no optimizer step yet
         self._seen_step = trainer.global_step
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            # Not after an epoch's last batch: Lightning resumes such a checkpoint as a
-            # finished epoch without running that epoch's end, and the resumed run was
-            # measured to differ. The next step, or the end of training, saves instead.
+        loop = trainer.fit_loop
+        if loop.epoch_loop.batch_progress.is_last_batch or (
+            loop._data_fetcher is not None
+            and loop.epoch_loop._should_check_val_fx(loop._data_fetcher)
+        ):
+            # Not after an epoch's last batch, nor before a validation: Lightning resumes
+            # such a checkpoint without running that epoch's end or that validation as it
+            # ran, and the resumed runs were measured to differ. The next step saves instead.
             return
         self.state.step = trainer.global_step - 1  # the Guard counts the step
         self.state.epoch = trainer.current_epoch
@@ -214,6 +220,9 @@ class SpotsafeCallback(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         guard, self.guard = self.guard, None
+        if self.state is not None:  # the last step may have ended an epoch, uncounted
+            self.state.step = trainer.global_step
+            self.state.epoch = trainer.current_epoch
         leave(guard)  # saves the final state
 
     def on_exception(
