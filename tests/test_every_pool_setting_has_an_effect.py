@@ -119,6 +119,16 @@ def hung_after_ten_silent_seconds(pool: Pool, _: Path) -> bool:
     return clock.hung(stepped, now_s=10.0)
 
 
+def on_demand_hours_to_meet_the_deadline(pool: Pool, _: Path) -> float:
+    """What `spotsafe simulate --compare` says the deadline-aware rule spends on on-demand."""
+    from spotsafe.simulate import Job, Poisson
+    from spotsafe.simulate.compare import compare_pool
+
+    job = Job(work_s=36000.0, checkpoint_s=30.0, restart_s=120.0)
+    c = compare_pool(job, Poisson(3600.0), 600.0, pool, trials=50, seed=0)
+    return c.results["deadline"].on_demand_h
+
+
 PRICED = {"spot_price_per_hour": 3600.0, "on_demand_price_per_hour": 7200.0}  # 1 per second
 ON_DEMAND_NOW = {"on_demand_after": 0}  # the first attempt already runs on on-demand capacity
 A_LONG_STREAK = {"max_failures": 9}
@@ -143,6 +153,7 @@ PROBES: dict[str, tuple[Any, Any, dict[str, Any], Callable[[Pool, Path], Any]]] 
     # Its reader is the Checkpointer: test_keep_last_comes_from_the_pool, below.
     "keep_last": (2, 4, {}, lambda pool, _: pool.keep_last),
     "instances": (1, 3, PRICED, reported_cost),
+    "deadline_h": (11.0, 13.0, {}, on_demand_hours_to_meet_the_deadline),
     "max_stall_s": (5.0, 30.0, {}, hung_after_ten_silent_seconds),
 }
 

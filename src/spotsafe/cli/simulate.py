@@ -24,6 +24,7 @@ from spotsafe.errors import ConfigError
 
 if TYPE_CHECKING:
     from spotsafe.policy.pools import Pool
+    from spotsafe.simulate.compare import Comparison
     from spotsafe.simulate.processes import Process
     from spotsafe.simulate.study import PolicyMode, Study
 
@@ -133,6 +134,26 @@ def parse_range(text: str) -> tuple[float, float]:
     help="Intervals a sweep tries.",
 )
 @click.option(
+    "--compare",
+    is_flag=True,
+    help="Compare spot only, on-demand only, on-demand after N interruptions and the "
+    "deadline-aware rule on the same interruptions.",
+)
+@click.option(
+    "--deadline-h",
+    type=HOURS,
+    default=None,
+    help="With --compare: hours from the start by which the job must finish (default: the "
+    "pool's deadline_h).",
+)
+@click.option(
+    "--on-demand-after",
+    type=Number(int, 0, 1_000_000),
+    default=None,
+    help="With --compare: interruptions before the fallback to on-demand (default: the pool's "
+    "on_demand_after, else 2).",
+)
+@click.option(
     "--pool",
     "pool_name",
     default=None,
@@ -174,7 +195,8 @@ def command(**opts: Any) -> None:  # fmt: skip
     interval, of the Guard's Auto policy, or of a sweep that finds the best interval.
 
     Interruptions: --mtbi-h, --band or --trace (default: the pool's MTBI prior).
-    Policy: --interval-s, --auto (default) or --sweep.
+    Policy: --interval-s, --auto (default) or --sweep; --compare runs the interval under four
+    capacity policies (spot, on-demand, fallback, deadline-aware).
     """
     from spotsafe.policy import get_pool, load_pools
 
@@ -203,10 +225,32 @@ def command(**opts: Any) -> None:  # fmt: skip
             instances=int(opts["instances"] or pool.instances),
             progress=tick,
         )
+    comparison = None
+    if opts["compare"]:
+        from spotsafe.simulate.compare import compare_pool
+
+        comparison = compare_pool(
+            job,
+            process,
+            study.best.interval_s,
+            pool,
+            trials=trials,
+            seed=int(opts["seed"]),
+            deadline_h=opts["deadline_h"],
+            on_demand_after=opts["on_demand_after"],
+            spot_per_hour=opts["spot_price"],
+            on_demand_per_hour=opts["on_demand_price"],
+            instances=opts["instances"],
+        )
     if opts["as_json"]:
-        click.echo(json.dumps(study.to_json(), indent=2))
+        doc = study.to_json()
+        if comparison is not None:
+            doc["compare"] = comparison.to_json()
+        click.echo(json.dumps(doc, indent=2))
     else:
         show(study)
+        if comparison is not None:
+            show_comparison(comparison, pool_name or "standard")
 
 
 def _job(opts: dict[str, Any]) -> Any:
@@ -256,6 +300,11 @@ def _mode(opts: dict[str, Any], pool: Pool, pool_name: str) -> PolicyMode:
         raise ConfigError(f"{', '.join(chosen)}: give one policy, not several")
     if opts["sweep_range"] is not None and not opts["do_sweep"]:
         raise ConfigError("--sweep-range: only with --sweep")
+    if opts["compare"] and opts["do_sweep"]:
+        raise ConfigError("--compare, --sweep: compare at one interval (--interval-s or --auto)")
+    for flag in ("deadline_h", "on_demand_after"):
+        if opts[flag] is not None and not opts["compare"]:
+            raise ConfigError(f"--{flag.replace('_', '-')}: only with --compare")
     if opts["interval_s"] is not None:
         if opts["interval_s"] > opts["work_h"] * H + opts["checkpoint_s"]:
             raise ConfigError(
@@ -305,6 +354,52 @@ def _h(hours: float) -> str:
 
 def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
+
+
+def show_comparison(comparison: Comparison, pool_name: str) -> None:
+    """Print the policies side by side, and which is best."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    deadline = comparison.deadline_s
+    title = f"capacity policies, saving every {comparison.interval_s:,.0f} s (same interruptions)"
+    table = Table(title=title)
+    for col in ("policy", "makespan", "p95", "on-demand", "cost", "late"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for name, r in comparison.results.items():
+        m = r.summary.makespan_h
+        table.add_row(
+            comparison.label(name) + (" *" if name == comparison.best else ""),
+            _h(m["mean"]),
+            _h(m["p95"]),
+            _h(r.on_demand_h),
+            _money(r.summary.cost["total"]),
+            "-" if r.misses is None else f"{r.misses:.1%}",
+        )
+    console.print(table)
+    if deadline is None:
+        console.print("No deadline (--deadline-h or the pool's deadline_h): misses not counted.")
+    best = comparison.best
+    if best is None:
+        console.print(
+            "Give --spot-price and --on-demand-price (or the pool's prices) to rank by cost."
+        )
+        return
+    misses = [r.misses for r in comparison.results.values() if r.misses is not None]
+    if deadline is not None and min(misses) > 0.5:
+        console.print(
+            f"No policy meets a deadline of {_h(deadline / H)} in most runs: even on-demand "
+            "capacity needs longer. Allow more time or reduce the work."
+        )
+        return
+    line = f"* cheapest {'that meets the deadline ' if deadline else ''}is {comparison.label(best)}"
+    if best == "deadline" and deadline is not None:
+        line += (
+            f". To keep it, set deadline_h = {deadline / H:g} in [pools.{pool_name}]; "
+            "`spotsafe simulate --compare --pool` reads it"
+        )
+    console.print(line + ".", markup=False)
 
 
 def show(study: Study) -> None:

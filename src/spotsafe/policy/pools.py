@@ -161,6 +161,8 @@ class Pool:
     """Seconds without a step, once one came, before the attempt is stopped as hung (<= 7 d)."""
     instances: int = 1
     """Instances (machines) one attempt occupies, for the cost report (1 to 100000)."""
+    deadline_h: float | None = None
+    """Hours from a job's start by which it must finish (<= 1 year), for simulate --compare."""
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -205,6 +207,7 @@ MAX_PRICE_PER_HOUR = 1e6
 MAX_MTBI_PRIOR_S = 365 * 86400.0  # a year
 MAX_STALL_S = 7 * 86400.0  # a week without a step is no training
 MAX_INSTANCES = 100_000
+MAX_DEADLINE_H = 365 * 24.0  # a year
 
 # (kind, minimum, maximum, why). Kinds: "int" (a TOML integer), "float" (integer or float,
 # finite), "opt_*" the same or None. Minimums are inclusive unless the kind ends in ">"
@@ -238,6 +241,7 @@ _RULES: dict[str, tuple[str, float, float, str]] = {
     "mtbi_prior_s": ("float>", 0, MAX_MTBI_PRIOR_S, "a mean time in seconds"),
     "max_stall_s": ("float>", 0, MAX_STALL_S, "seconds without a step before a hang is declared"),
     "instances": ("int", 1, MAX_INSTANCES, "machines one attempt runs on"),
+    "deadline_h": ("opt_float>", 0, MAX_DEADLINE_H, "hours from the job's start"),
 }
 
 

@@ -3,6 +3,7 @@
 A vectorised Monte Carlo (`engine`) of one job (`model.Job`) saving on a schedule, under a
 Poisson process, an AWS Spot Advisor band or a recorded trace (`processes`); the Guard's own
 interval policies give the schedule (`policies`); `sweep` finds the best interval;
+`compare` runs capacity policies (spot, on-demand, fallback, deadline-aware) side by side;
 `theory` holds Daly's makespan, against which the tests check the simulator.
 
 ``spotsafe simulate --json`` prints one object (schema 1). Keys are stable; hours are ``_h``,
@@ -27,8 +28,15 @@ seconds ``_s``; null where unknown::
     theory                young_interval_s, daly_interval_s, async_interval_s (Poisson only),
                           daly_makespan_h (at this interval, for synchronous saves)
     sweep                 with --sweep: one object per interval (interval_s, makespan_h, ...)
-    optimum               with --sweep: interval_s, work_s, method (fit | grid), makespan_h,
-                          goodput, cost_total
+    optimum               with --sweep: interval_s, work_s, method (fit | grid |
+                          persist-bound), makespan_h, goodput, cost_total
+    compare               with --compare: interval_s, deadline_h (null: none),
+                          on_demand_after, best (the cheapest policy within 1 point of the
+                          fewest deadline misses; null without prices), and policies: spot,
+                          on_demand, fallback and (with a deadline) deadline, each with the
+                          keys of the top level from interval_s to cost (cost.total counts
+                          spot and on-demand hours), on_demand_h and deadline_misses (share
+                          of runs finishing after the deadline; null: no deadline)
 
 With ``--sweep`` the top-level numbers are those of the optimum interval.
 
@@ -39,7 +47,7 @@ Example:
     True
 """
 
-from spotsafe.simulate.engine import WASTE_KINDS, Outcome, run_trials
+from spotsafe.simulate.engine import WASTE_KINDS, Outcome, Switch, run_many, run_trials
 from spotsafe.simulate.model import Job, Schedule, schedule
 from spotsafe.simulate.policies import guard_interval_s
 from spotsafe.simulate.processes import BANDS, Poisson, Process, Trace, band_process, read_trace
@@ -57,6 +65,7 @@ __all__ = [
     "Process",
     "Schedule",
     "Summary",
+    "Switch",
     "Trace",
     "async_interval_s",
     "band_process",
@@ -65,6 +74,7 @@ __all__ = [
     "guard_interval_s",
     "optimum",
     "read_trace",
+    "run_many",
     "run_trials",
     "schedule",
     "summarise",

@@ -21,8 +21,8 @@ interval (training time per attempt and the running sums of windows, restarts an
 along each row); only the gains, the work left and where each trial ends are per interval.
 
 Optionally (`Switch`) a run leaves spot for on-demand capacity at an interruption, as the
-supervisor's on-demand fallback does at a restart: after N interruptions, or once its durable
-work falls behind the uniform progress a deadline needs. The rest of the job then runs as one
+supervisor's on-demand fallback does at a restart: after N interruptions, or once the slack
+before a deadline no longer covers one more interruption. The rest of the job then runs as one
 uninterrupted attempt on on-demand capacity (restart, restore, the work left, the final save),
 counted in `Outcome.on_demand_s`.
 
@@ -94,8 +94,10 @@ class Switch:
     """Fall back once the run has been interrupted this many times (the pool's
     ``on_demand_after``; >= 1, since 0 is simply on-demand from the start)."""
     deadline_s: float | None = None
-    """Uniform progress (*Can't Be Late*, NSDI '24): fall back at an interruption that leaves
-    the durable work behind work · t / deadline, t the time since the start."""
+    """Deadline-aware: fall back at an interruption once the slack left, the deadline less the
+    time so far and less what on-demand needs to finish (restart, restore, the work left),
+    no longer covers the most one more interruption can lose (restart, restore, a cycle and
+    a persist)."""
 
     def __post_init__(self) -> None:
         n = self.after_interruptions
@@ -106,6 +108,20 @@ class Switch:
         d = self.deadline_s
         if d is not None and not (math.isfinite(d) and d > 0):
             raise ConfigError(f"deadline_s = {d!r}: must be a finite number of seconds > 0")
+
+    def from_the_start(self, job: Job, sched: Schedule) -> bool:
+        """Whether the deadline rule already says on-demand at the start: the slack before
+        the deadline does not cover one interruption even then.
+
+        Example:
+            >>> job = Job(work_s=3600.0, checkpoint_s=10.0, restart_s=60.0)
+            >>> Switch(deadline_s=3700.0).from_the_start(job, schedule(job, 310.0))
+            True
+        """
+        if self.deadline_s is None:
+            return False
+        need = float(finish_s(job, sched, job.work_s)) + _worst_loss_s(job, sched)
+        return need > self.deadline_s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -453,8 +469,8 @@ def _run_block(
         paid_last = finished & (last > 0) if chunk == 0 else finished.copy()
         switched = np.zeros(m, dtype=bool)
         if switch is not None:
-            s = _switch_column(switch, ch, rows_of, active, elapsed, count, rem, cs_gain,
-                               last, work)  # fmt: skip
+            s = _switch_column(job, sched, switch, ch, rows_of, active, elapsed, count,
+                               rem, cs_gain, last)  # fmt: skip
             switched = s < last
             if switched.any():
                 sw = np.flatnonzero(switched)
@@ -510,6 +526,8 @@ def _run_block(
 
 
 def _switch_column(
+    job: Job,
+    sched: Schedule,
     switch: Switch,
     ch: _Chunk,
     rows_of: Callable[[Array], Array],
@@ -519,7 +537,6 @@ def _switch_column(
     rem: Array,
     cs_gain: Array,
     last: Index,
-    work: float,
 ) -> Index:
     """The first interruption of this chunk (a column before `last`) at which `switch` says
     to leave spot; k where none."""
@@ -531,12 +548,19 @@ def _switch_column(
         j = np.maximum(j, 0).astype(np.intp)
         first = np.where(j < k, j, first)
     if switch.deadline_s is not None:
+        # The time at each interruption, and what on-demand would need from there.
         t = rows_of(ch.cs[CS_WINDOW]) + elapsed[active][:, None]
         if ch.waits is not None:
             t += rows_of(ch.cs[CS_WAIT])
-        durable = cs_gain + (work - rem)[:, None]
-        # Behind uniform progress: durable / work < t / deadline.
-        behind = durable * switch.deadline_s < work * t
-        r, c = np.nonzero(behind)
+        left_after = rem[:, None] - cs_gain
+        t += finish_s(job, sched, np.maximum(left_after, EPS_S))
+        t += job.overhead_s + _worst_loss_s(job, sched)
+        r, c = np.nonzero(t > switch.deadline_s)
         first = np.minimum(first, _first_per_row(r, c, m, k))
     return np.where(first < last, first, k)
+
+
+def _worst_loss_s(job: Job, sched: Schedule) -> float:
+    """The most one interruption can cost: a restart, a restore, and the training since the
+    newest durable save (a cycle and a persist, struck just before the next is durable)."""
+    return job.overhead_s + sched.cycle_s + job.persist_s

@@ -1,8 +1,9 @@
 """From per-trial outcomes to the numbers a report shows: makespan, goodput, waste, cost.
 
 Cost counts the hours the job holds capacity (its makespan less any wait for capacity), times
-the instances of an attempt, times the spot price. The on-demand equivalent is the same job,
-saving at the same interval, never interrupted, at the on-demand price.
+the instances of an attempt, times the price: the spot price, and the on-demand price for the
+hours after a switch to on-demand capacity (`engine.Switch`). The on-demand equivalent is the
+same job, saving at the same interval, never interrupted, at the on-demand price.
 
 Example:
     >>> from spotsafe.simulate.engine import run_trials
@@ -97,8 +98,14 @@ def summarise(
         )
     makespan = outcome.makespan_s[ok]
     mean = float(makespan.mean())
-    held_h = (makespan - outcome.waste_s["capacity_wait"][ok]) / H
-    spot = None if spot_per_hour is None else float(held_h.mean()) * spot_per_hour * instances
+    switched_h = outcome.on_demand_s[ok] / H if len(outcome.on_demand_s) else np.zeros(0)
+    od_h = float(switched_h.mean()) if switched_h.size else 0.0
+    spot_h = float(((makespan - outcome.waste_s["capacity_wait"][ok]) / H).mean()) - od_h
+    spot = None  # the cost of the run: spot hours, and on-demand hours after a switch
+    if (spot_per_hour is not None or spot_h <= 1e-12) and (
+        on_demand_per_hour is not None or od_h == 0
+    ):
+        spot = (spot_h * (spot_per_hour or 0.0) + od_h * (on_demand_per_hour or 0.0)) * instances
     on_demand = None
     if on_demand_per_hour is not None:
         alone = float(finish_s(job, outcome.schedule, job.work_s)) / H
