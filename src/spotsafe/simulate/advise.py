@@ -14,6 +14,10 @@ pool's Auto policy on the same interruptions. It recommends the interval, the
 an interruption just before a save is durable), and the pool whose policy finishes soonest
 (cheapest, when prices are known).
 
+For a fleet (`advise_fleet`), every job that `spotsafe.report.fleet.account_fleet` accounted
+is advised in turn from its own report; a job the report could not read, or one that has not
+trained yet, is listed with the reason instead.
+
 Example:
     >>> job = {"goodput": {"useful_s": 36000.0, "total_s": 40000.0},
     ...        "checkpoint": {"blocking_s": {"p50": 20.0}, "persist_s": {"p50": 40.0},
@@ -32,7 +36,7 @@ import itertools
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spotsafe.errors import ConfigError
 from spotsafe.policy.interval import DEFAULT_PRIOR_WEIGHT, Auto, mtbi_estimate
@@ -43,7 +47,10 @@ from spotsafe.simulate.processes import Poisson
 from spotsafe.simulate.study import Fixed, Sweep, run_study
 from spotsafe.simulate.summary import Summary
 
-__all__ = ["Advice", "Measured", "advise", "measure"]
+if TYPE_CHECKING:
+    from spotsafe.report.fleet import FleetReport
+
+__all__ = ["Advice", "FleetAdvice", "Measured", "advise", "advise_fleet", "measure"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +233,8 @@ def advise(
         return (cost if cost is not None else 0.0, s.makespan_h["mean"])
 
     best_pool = min(by_pool, key=lambda n: rank(by_pool[n]))
+    if swept.makespan_h["mean"] >= now.makespan_h["mean"]:
+        swept = now  # the sweep found nothing better (a short job, a flat curve): keep it
     budget = swept.interval_s + job.checkpoint_s + job.persist_s
     return Advice(
         measured=measured,
@@ -236,3 +245,60 @@ def advise(
         pools=by_pool,
         pool=best_pool,
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetAdvice:
+    """Advice for every job under a prefix.
+
+    Example:
+        >>> FleetAdvice(prefix="runs/", jobs=(), skipped=()).to_json()
+        {'schema': 1, 'prefix': 'runs/', 'jobs': [], 'skipped': []}
+    """
+
+    prefix: str
+    """The prefix searched (credentials redacted)."""
+    jobs: tuple[tuple[str, str, Advice], ...]
+    """(job id, store, advice) of every job advised, in the fleet report's order."""
+    skipped: tuple[tuple[str, str], ...]
+    """(job id or store, why) of every job that could not be advised."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Schema 1: each job's advice (as `Advice.to_json`, with its job id and store)."""
+        return {
+            "schema": 1,
+            "prefix": self.prefix,
+            "jobs": [{"job_id": j, "store": st, **a.to_json()} for j, st, a in self.jobs],
+            "skipped": [{"job": j, "reason": why} for j, why in self.skipped],
+        }
+
+
+def advise_fleet(
+    fleet: FleetReport,
+    pools: Mapping[str, Pool],
+    *,
+    trials: int = 1000,
+    seed: int = 0,
+) -> FleetAdvice:
+    """`advise` every job of a fleet report (`spotsafe.report.fleet.account_fleet`), each from
+    its own job report; the accounting is the report's, never re-derived here.
+
+    Args:
+        fleet: the fleet's report.
+        pools: the pools to compare.
+        trials: trials per simulated interval, per job.
+        seed: the seed.
+    """
+    from spotsafe.redact import redact_url
+
+    done: list[tuple[str, str, Advice]] = []
+    skipped = [(store, why) for store, why in fleet.errors]
+    for job in fleet.jobs:
+        store = redact_url(job.store)
+        try:
+            advice = advise(job.to_json(), pools, trials=trials, seed=seed)
+        except ConfigError as e:
+            skipped.append((job.job_id, str(e)))
+            continue
+        done.append((job.job_id, store, advice))
+    return FleetAdvice(prefix=fleet.prefix, jobs=tuple(done), skipped=tuple(skipped))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spotsafe.errors import ConfigError
 from spotsafe.policy.interval import daly_interval_s
 from spotsafe.simulate.engine import Outcome, Progress, run_many
 from spotsafe.simulate.model import Job
@@ -95,14 +96,21 @@ def sweep(
 
 def optimum(job: Job, outcomes: list[Outcome]) -> Optimum:
     """The best interval of a sweep: the vertex of a parabola in log τ through the bottom of
-    the curve, else the best grid point (see the module docstring)."""
+    the curve, else the best grid point (see the module docstring).
+
+    Raises:
+        ConfigError: no interval finished every trial.
+    """
     rows = [
         (o.schedule.interval_s, o.schedule.work_s, float(o.makespan_s.mean()))
         for o in outcomes
         if o.unfinished == 0
     ]
     if not rows:
-        raise ValueError("no interval of the sweep finished every trial")
+        raise ConfigError(
+            "no interval of the sweep finished every trial within 50x the job's work: "
+            "interruptions come too often for its save, restart and restore times"
+        )
     rows.sort()
     # Below C + P saves queue behind the previous persist: a regime of its own, with a kink
     # at C + P that no smooth fit may straddle. When the best point that does not queue is
@@ -113,7 +121,10 @@ def optimum(job: Job, outcomes: list[Outcome]) -> Optimum:
     if job.persist_s > 0 and (not free or all_means.argmin() < len(rows) - len(free)):
         i = int(all_means.argmin())
         return Optimum(interval_s=rows[i][0], work_s=rows[i][1], method="grid")
-    if job.persist_s > 0 and free and int(np.argmin([r[2] for r in free])) == 0:
+    queued = len(rows) - len(free)
+    if job.persist_s > 0 and queued and int(np.argmin([r[2] for r in free])) == 0:
+        # Only when the grid straddles the bound: a grid that starts above it says nothing
+        # about the curve between the bound and its first point.
         return Optimum(interval_s=bound, work_s=job.persist_s, method="persist-bound")
     rows = free if job.persist_s > 0 else rows
     means = np.array([r[2] for r in rows])
