@@ -6,7 +6,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from spotsafe.errors import ConfigError
@@ -18,6 +18,7 @@ from spotsafe.policy.interval import (
     MaxLostWork,
     SaveNow,
     Wait,
+    async_interval_s,
     daly_interval_s,
     mtbi_estimate,
     young_interval_s,
@@ -133,12 +134,31 @@ def test_auto_is_capped_by_the_lost_work_budget() -> None:
 
 
 def test_auto_persist_floor_wins_over_daly_and_cap() -> None:
-    # Cheap blocking (0.05 s) but a slow persist (900 s): saving sooner would queue saves.
+    # Cheap blocking (0.05 s) but a slow persist (900 s): the previous save is durable only
+    # C + P = 900.05 s after it started; saving sooner would queue saves.
     policy = Auto(max_lost_work_s=600.0, mtbi_prior_s=3600.0, min_interval_s=0.0)
     measured = {"save_blocking_s": 0.05, "persist_s": 900.0, "mean_step_s": 1.0}
-    assert policy.interval_s(state(**measured)) == 900.0
-    assert policy.decide(state(now_s=899.0, **measured)) == Wait(remaining_s=1.0)
-    assert isinstance(policy.decide(state(now_s=900.0, **measured)), SaveNow)
+    assert policy.interval_s(state(**measured)) == 900.05
+    wait = policy.decide(state(now_s=900.0, **measured))
+    assert isinstance(wait, Wait) and wait.remaining_s == pytest.approx(0.05)
+    assert isinstance(policy.decide(state(now_s=900.05, **measured)), SaveNow)
+
+
+def test_auto_aims_for_the_asynchronous_optimum_the_simulator_checks() -> None:
+    """max(C + P, Daly): one function, in policy.interval, used by Auto, simulate and doctor."""
+    from spotsafe.simulate import theory
+
+    assert theory.async_interval_s is async_interval_s
+    policy = Auto(max_lost_work_s=86400.0, mtbi_prior_s=7200.0)
+    for c, p in ((10.0, 600.0), (10.0, 120.0), (60.0, 0.0)):
+        measured = {"save_blocking_s": c, "persist_s": p, "mean_step_s": 1.0}
+        best = async_interval_s(checkpoint_s=c, persist_s=p, mtbi_s=7200.0)
+        assert policy.interval_s(state(**measured)) == best
+        assert best == max(c + p, daly_interval_s(c, 7200.0) + c)
+    # P bounds the first (√(2·10·7200) = 379 s < C + P = 610 s), Daly the others.
+    assert async_interval_s(checkpoint_s=10.0, persist_s=600.0, mtbi_s=7200.0) == 610.0
+    with pytest.raises(ConfigError, match=r"persist_s = -1\.0"):
+        async_interval_s(checkpoint_s=1.0, persist_s=-1.0, mtbi_s=7200.0)
 
 
 def test_auto_min_interval_stops_a_tiny_c_from_saving_every_few_seconds() -> None:
@@ -229,16 +249,22 @@ def run_fake_clock(
 def test_lost_work_stays_within_budget_on_a_fake_clock(
     budget_s: float, step_s: float, c_s: float, p_s: float
 ) -> None:
-    # Whenever one step fits after a save's blocking time and after the persist floor
-    # (2C + P + step <= budget and C + 2P + step <= budget), the worst-case lost work
-    # T + C + P fits too, T being the time between save starts. Otherwise the floor wins.
-    assume(max(2 * c_s + p_s, c_s + 2 * p_s) + step_s <= budget_s)
-    for policy in (MaxLostWork(max_lost_work_s=budget_s), Auto(max_lost_work_s=budget_s)):
+    # Whenever one step fits after a save's blocking time and after the floor (MaxLostWork:
+    # P, so 2C + P + step <= budget and C + 2P + step <= budget; Auto: C + P, so
+    # 2C + 2P + step <= budget), the worst-case lost work T + C + P fits too, T being the
+    # time between save starts. Otherwise the floor wins.
+    policies: list[tuple[MaxLostWork | Auto, float, float]] = [
+        (MaxLostWork(max_lost_work_s=budget_s), p_s, max(2 * c_s + p_s, c_s + 2 * p_s)),
+        (Auto(max_lost_work_s=budget_s), c_s + p_s, 2 * c_s + 2 * p_s),
+    ]
+    for policy, floor, needs in policies:
+        if needs + step_s > budget_s:
+            continue
         starts = run_fake_clock(policy, step_s=step_s, c_s=c_s, p_s=p_s, steps=400)
         gaps = [b - a for a, b in itertools.pairwise([0.0, *starts])]
         for gap in gaps:
             assert gap + c_s + p_s <= budget_s * (1 + 1e-9)
-            assert gap >= p_s - 1e-9  # never faster than the persist time
+            assert gap >= floor - 1e-9  # never before the previous save is durable
 
 
 @given(
@@ -254,7 +280,7 @@ def test_auto_always_decides_and_respects_the_persist_floor(
     s = state(now_s=elapsed, mean_step_s=step, save_blocking_s=c, persist_s=p, mtbi_s=m)
     decision = Auto(max_lost_work_s=600.0).decide(s)
     assert isinstance(decision, SaveNow | Wait)
-    if p is not None and elapsed < p:
-        assert isinstance(decision, Wait)
+    if p is not None and elapsed < (c or 0.0) + p:
+        assert isinstance(decision, Wait)  # the previous save is not durable yet
     if isinstance(decision, Wait):
         assert decision.remaining_s is not None and decision.remaining_s >= 0.0

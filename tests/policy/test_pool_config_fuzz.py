@@ -24,6 +24,7 @@ BOUNDS = {
     "backoff_multiplier": 100, "jitter": 1, "max_lost_work_s": 7 * 86400, "keep_last": 1000,
     "grace_s": 3600, "lease_ttl_s": 86400, "spot_price_per_hour": 10**6,
     "on_demand_price_per_hour": 10**6, "mtbi_prior_s": 365 * 86400,
+    "instances": 100_000, "max_stall_s": 7 * 86400, "deadline_h": 365 * 24,
 }  # fmt: skip
 
 

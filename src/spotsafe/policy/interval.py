@@ -40,6 +40,7 @@ __all__ = [
     "MaxLostWork",
     "SaveNow",
     "Wait",
+    "async_interval_s",
     "daly_interval_s",
     "mtbi_estimate",
     "young_interval_s",
@@ -153,6 +154,37 @@ def daly_interval_s(c_s: float, m_s: float) -> float:
         return m_s
     ratio = c_s / (2.0 * m_s)
     return math.sqrt(2.0 * c_s * m_s) * (1.0 + math.sqrt(ratio) / 3.0 + ratio / 9.0) - c_s
+
+
+def async_interval_s(*, checkpoint_s: float, persist_s: float, mtbi_s: float) -> float:
+    """The optimum seconds between save *starts* for asynchronous saves (block C, then persist
+    P in the background, the next save waiting for the previous one to be durable):
+    max(C + P, Daly's interval), ≈ max(C + P, √(2CM)) to first order. `Auto` aims for it, and
+    the simulator (`spotsafe.simulate.theory`) and the doctor use this function, not copies.
+
+    Saves start every I ≥ C + P seconds. An interruption at a uniform phase of a cycle loses
+    the time since the newest durable save: that phase, plus a whole interval when the newest
+    save was not yet durable (phase < C + P), so I/2 + C + P on average. The waste per unit of
+    time is then, to first order, C/I + (I/2 + C + P + R)/M, least at I = √(2CM) (Young; Daly's
+    higher-order interval here). Below C + P a save queues behind the previous one, blocks
+    training and makes nothing durable sooner, so waste grows again: the persist time matters
+    only once C + P is longer than the Young interval.
+
+    Args:
+        checkpoint_s: C, seconds a save blocks training.
+        persist_s: P, seconds after the block until the save is durable.
+        mtbi_s: M, the mean time between interruptions in seconds.
+
+    Example:
+        >>> async_interval_s(checkpoint_s=10.0, persist_s=600.0, mtbi_s=7200.0)  # C + P
+        610.0
+        >>> round(async_interval_s(checkpoint_s=2.0, persist_s=0.0, mtbi_s=3600.0), 2)
+        120.67
+    """
+    _check_cm(checkpoint_s, mtbi_s)
+    if not (math.isfinite(persist_s) and persist_s >= 0):
+        raise ConfigError(f"persist_s = {persist_s!r}: the persist time must be a number >= 0")
+    return max(checkpoint_s + persist_s, daly_interval_s(checkpoint_s, mtbi_s) + checkpoint_s)
 
 
 def _check_cm(c_s: float, m_s: float) -> None:
@@ -326,12 +358,17 @@ class MaxLostWork:
 class Auto:
     """Young/Daly: the interval that minimises expected waste, within the lost-work budget.
 
-    With C the measured blocking cost of a save and M the mean time between interruptions
-    (``state.mtbi_s``, else `mtbi_prior_s`), saves start every ``daly_interval_s(C, M) + C``
-    seconds, at least `min_interval_s` apart, capped as in `MaxLostWork`, and never sooner
-    than the persist time P (saves would queue; the floor wins over both). Before C is
-    measured, the first save comes after `first_save_s` (or sooner if the cap says so), and
-    measures C.
+    With C the measured blocking cost of a save, P its persist time and M the mean time
+    between interruptions (``state.mtbi_s``, else `mtbi_prior_s`), saves start every
+    `async_interval_s` (C, P, M) = max(C + P, ``daly_interval_s(C, M) + C``) seconds, at least
+    `min_interval_s` apart, capped as in `MaxLostWork`, and never sooner than C + P after the
+    previous save started: that save is durable only then, and one started sooner queues
+    behind it, blocks training and makes nothing durable sooner (the floor wins over the cap
+    and `min_interval_s`). Before C is measured, the first save comes after `first_save_s`
+    (or sooner if the cap says so), and measures C.
+
+    The lost-work budget holds whenever a step fits after the floor and a save,
+    2C + 2P + step <= budget; otherwise the floor wins.
 
     Example:
         >>> policy = Auto(max_lost_work_s=1800, mtbi_prior_s=3600)
@@ -375,13 +412,20 @@ class Auto:
         if state.save_blocking_s is None:
             return self.first_save_s
         m_s = state.mtbi_s if state.mtbi_s is not None else self.mtbi_prior_s
-        c_s = state.save_blocking_s
-        return max(daly_interval_s(c_s, m_s) + c_s, self.min_interval_s)
+        best = async_interval_s(
+            checkpoint_s=state.save_blocking_s, persist_s=state.persist_s or 0.0, mtbi_s=m_s
+        )
+        return max(best, self.min_interval_s)
+
+    @staticmethod
+    def _floor_s(state: IntervalState) -> float:
+        """C + P: when the previous save is durable, counted from its start."""
+        return (state.save_blocking_s or 0.0) + (state.persist_s or 0.0)
 
     def interval_s(self, state: IntervalState) -> float:
         """Seconds between save starts this policy aims for, given `state`."""
         target = min(self._target_s(state), _cap_s(self.max_lost_work_s, state))
-        return max(target, state.persist_s or 0.0)
+        return max(target, self._floor_s(state))
 
     def decide(self, state: IntervalState) -> IntervalDecision:
         """Whether the Daly interval has elapsed or the next step would pass the cap."""
@@ -389,7 +433,7 @@ class Auto:
             state,
             target_s=self._target_s(state),
             cap_s=_cap_s(self.max_lost_work_s, state),
-            floor_s=state.persist_s or 0.0,
+            floor_s=self._floor_s(state),
             why="the first-save time" if state.save_blocking_s is None else "the Daly interval",
         )
 

@@ -1,8 +1,8 @@
 """What theory says the simulator must find: Young's and Daly's optimum and Daly's makespan.
 
 The optimum intervals themselves live in `spotsafe.policy.interval` (`young_interval_s`,
-`daly_interval_s`), the one module the Guard's `Auto` policy uses too: the simulator checks
-those formulas, it does not keep copies of them.
+`daly_interval_s`, `async_interval_s`), the one module the Guard's `Auto` policy uses too:
+the simulator checks those formulas, it does not keep copies of them.
 
 Daly's model (J. T. Daly, "A higher order estimate of the optimum checkpoint interval for
 restart dumps", FGCS 22(3), 2006): a job of Ts seconds of work saves after every τ seconds of
@@ -11,12 +11,10 @@ during work, saves and the restart R too. Each segment of τ + δ then takes on 
 M·e^{R/M}·(e^{(τ+δ)/M} − 1), so E[T] = M·e^{R/M}·(e^{(τ+δ)/M} − 1)·Ts/τ.
 
 Asynchronous saves (block C, then persist P in the background, the next save waiting for the
-previous one). Saves start every I ≥ C + P seconds; an interruction at a uniform phase φ of a
-cycle loses φ, plus a whole interval when the newest save was not yet durable (φ < C + P),
-so I/2 + C + P on average. The waste per unit of time is then, to first order,
-C/I + (I/2 + C + P + R)/M, least at I = √(2CM); below C + P saves queue and waste grows
-again, so the optimum interval between save starts is ≈ max(C + P, √(2CM)): the persist time
-only matters once it is longer than the Young interval.
+previous one): the optimum interval between save starts is ≈ max(C + P, √(2CM)). That formula
+lives in `spotsafe.policy.interval.async_interval_s` with its derivation, next to the Daly
+interval, because the Guard's `Auto` policy aims for it; it is re-exported here, and the
+simulator's tests check it (tests/simulate/test_async_optimum.py).
 
 Example:
     >>> round(daly_makespan_s(work_s=500 * 3600, tau_s=7004, delta_s=300, restart_s=600,
@@ -30,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from spotsafe.policy.interval import young_interval_s
+from spotsafe.policy.interval import async_interval_s
 
 __all__ = ["async_interval_s", "daly_makespan_s"]
 
@@ -47,14 +45,3 @@ def daly_makespan_s(
     """
     m = mtbi_s
     return m * math.exp(restart_s / m) * math.expm1((tau_s + delta_s) / m) * work_s / tau_s
-
-
-def async_interval_s(*, checkpoint_s: float, persist_s: float, mtbi_s: float) -> float:
-    """First-order optimum seconds between save starts for asynchronous saves:
-    max(C + P, √(2CM)) (see the module docstring).
-
-    Example:
-        >>> async_interval_s(checkpoint_s=2.0, persist_s=0.0, mtbi_s=3600.0)
-        120.0
-    """
-    return max(checkpoint_s + persist_s, young_interval_s(checkpoint_s, mtbi_s))
