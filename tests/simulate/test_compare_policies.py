@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from spotsafe.cli import cli
-from spotsafe.simulate import WASTE_KINDS, Job, Poisson, run_trials
+from spotsafe.simulate import WASTE_KINDS, Job, Poisson, Trace, run_trials
 from spotsafe.simulate.compare import compare
 from spotsafe.simulate.engine import Switch
 
@@ -52,6 +52,21 @@ def test_the_deadline_rule_meets_the_deadline_for_less(deadline_h: float) -> Non
     assert cost["deadline"] < cost["fallback"] < cost["on_demand"]  # type: ignore[operator]
     assert 0 < r["deadline"].on_demand_h < r["fallback"].on_demand_h
     assert c.best == "deadline"
+
+
+def test_the_deadline_rule_stops_waiting_for_spot_in_time() -> None:
+    """A trace without spot for an hour after every 3 h 20 min of capacity: runs that wait for
+    spot miss a tight deadline; the rule takes on-demand capacity while waiting, in time."""
+    outages = Trace.from_slots(([0] * 20 + [1] * 6) * 3, 600.0)
+    job = Job(work_s=10 * H, checkpoint_s=30.0, restore_s=60.0, restart_s=300.0)
+    c = compare(job, outages, 900.0, trials=300, seed=2, deadline_s=14 * H, on_demand_after=1,
+                spot_per_hour=1.0, on_demand_per_hour=3.0)  # fmt: skip
+    r = c.results
+    assert r["spot"].misses is not None and r["spot"].misses > 0.5
+    assert r["deadline"].misses == 0.0
+    assert r["deadline"].summary.waste_h["capacity_wait"] > 0  # it did wait, while it could
+    cost = {name: p.summary.cost["total"] for name, p in r.items()}
+    assert cost["deadline"] < cost["fallback"]  # type: ignore[operator]
 
 
 def test_a_loose_deadline_stays_on_spot_and_an_impossible_one_starts_on_demand() -> None:

@@ -12,9 +12,10 @@ interruption draws under each (common random numbers), so the differences are th
   At the start and at each interruption (where the supervisor decides how to restart) the run
   stays on spot while the slack covers the most one more interruption can lose (a restart, a
   restore, a cycle between saves and a persist), and moves to on-demand for the rest of the job
-  when it does not; so a run that can still meet the deadline on on-demand never misses it on
-  Poisson interruptions (a trace's unavailable spells after the decision can still eat the
-  slack). It needs a deadline (``--deadline-h``, or the pool's ``deadline_h``).
+  when it does not. Waiting for spot capacity (a trace's unavailable spells) spends slack too:
+  the run stops waiting and takes on-demand capacity once the slack is gone. So a run that
+  could meet the deadline on on-demand capacity at the start does not miss it. It needs a
+  deadline (``--deadline-h``, or the pool's ``deadline_h``).
 
   *Can't Be Late* (Wu et al., NSDI '24) compares such a rule with "uniform progress", which
   spends the slack evenly over time and goes back to spot once ahead again. A supervisor

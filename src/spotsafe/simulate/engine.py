@@ -97,7 +97,8 @@ class Switch:
     """Deadline-aware: fall back at an interruption once the slack left, the deadline less the
     time so far and less what on-demand needs to finish (restart, restore, the work left),
     no longer covers the most one more interruption can lose (restart, restore, a cycle and
-    a persist)."""
+    a persist); or, while waiting for spot capacity after an interruption, once the wait has
+    used that slack up."""
 
     def __post_init__(self) -> None:
         n = self.after_interruptions
@@ -469,16 +470,16 @@ def _run_block(
         paid_last = finished & (last > 0) if chunk == 0 else finished.copy()
         switched = np.zeros(m, dtype=bool)
         if switch is not None:
-            s = _switch_column(job, sched, switch, ch, rows_of, active, elapsed, count,
-                               rem, cs_gain, last)  # fmt: skip
+            s, waited = _switch_column(job, sched, switch, ch, rows_of, active, elapsed,
+                                       count, rem, cs_gain, last)  # fmt: skip
             switched = s < last
             if switched.any():
                 sw = np.flatnonzero(switched)
-                # The run leaves spot at interruption s: the rest runs on on-demand capacity,
-                # at once (no wait for spot), after a restart and a restore.
+                # The run leaves spot at interruption s, or while it waits for spot capacity
+                # after it: the rest runs on on-demand capacity, after a restart and a restore.
                 last[sw] = s[sw] + 1
                 fin_left[sw] = rem[sw] - cs_gain[sw, s[sw]]
-                fin_wait[sw] = 0.0
+                fin_wait[sw] = waited[sw]
                 paid_last[sw] = True
                 finished |= switched
         fin_need = np.zeros(m)
@@ -537,27 +538,41 @@ def _switch_column(
     rem: Array,
     cs_gain: Array,
     last: Index,
-) -> Index:
+) -> tuple[Index, Array]:
     """The first interruption of this chunk (a column before `last`) at which `switch` says
-    to leave spot; k where none."""
+    to leave spot (k where none), and how long the run waited for spot capacity after it
+    before leaving."""
     m, k = cs_gain.shape
     first: Index = np.full(m, k, dtype=np.intp)
+    waited = np.zeros(m)
     if switch.after_interruptions is not None:
-        # Attempt j is the run's (count + j + 1)-th interruption.
+        # Attempt j is the run's (count + j + 1)-th interruption; the fallback is at once.
         j = switch.after_interruptions - 1 - count[active]
         j = np.maximum(j, 0).astype(np.intp)
         first = np.where(j < k, j, first)
     if switch.deadline_s is not None:
-        # The time at each interruption, and what on-demand would need from there.
-        t = rows_of(ch.cs[CS_WINDOW]) + elapsed[active][:, None]
+        # The slack at each interruption: the deadline less the time so far, what on-demand
+        # would need from there, and the most one more interruption could lose.
+        slack = rows_of(ch.cs[CS_WINDOW]) + elapsed[active][:, None]
         if ch.waits is not None:
-            t += rows_of(ch.cs[CS_WAIT])
-        left_after = rem[:, None] - cs_gain
-        t += finish_s(job, sched, np.maximum(left_after, EPS_S))
-        t += job.overhead_s + _worst_loss_s(job, sched)
-        r, c = np.nonzero(t > switch.deadline_s)
-        first = np.minimum(first, _first_per_row(r, c, m, k))
-    return np.where(first < last, first, k)
+            slack += rows_of(ch.cs[CS_WAIT])
+        slack += finish_s(job, sched, np.maximum(rem[:, None] - cs_gain, EPS_S))
+        slack += job.overhead_s + _worst_loss_s(job, sched)
+        np.subtract(switch.deadline_s, slack, out=slack)
+        # Waiting for spot capacity spends slack too: the run leaves spot while it waits, once
+        # the slack is gone. (The wait after a chunk's last column is in the next chunk,
+        # unknown here: taken as none, as if capacity came back at once.)
+        wait_next = np.zeros_like(slack)
+        if ch.waits is not None:
+            wait_next[:, :-1] = rows_of(ch.waits)[:, 1:]
+        r, c = np.nonzero(slack < wait_next)
+        dl = _first_per_row(r, c, m, k)
+        hit = np.flatnonzero(dl < k)
+        waited[hit] = np.maximum(slack[hit, dl[hit]], 0.0)
+        sooner = dl < first
+        first = np.where(sooner, dl, first)
+        waited = np.where(sooner, waited, 0.0)
+    return np.where(first < last, first, k), waited
 
 
 def _worst_loss_s(job: Job, sched: Schedule) -> float:
