@@ -8,8 +8,9 @@ persisting P more, under a mean time between interruptions M blended from the po
 and the job's own interruptions (`spotsafe.policy.interval.mtbi_estimate`).
 
 Example:
-    >>> advised_interval_s(blocking_s=2.0, persist_s=0.0, mtbi_s=3600.0, max_lost_work_s=1800.0)
-    120.0
+    >>> round(advised_interval_s(blocking_s=2.0, persist_s=0.0, mtbi_s=3600.0,
+    ...                          max_lost_work_s=1800.0), 2)  # Daly's √(2·C·M) + refinements
+    120.67
     >>> off_by(1200.0, 120.0)
     10.0
 """
