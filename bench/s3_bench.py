@@ -1,26 +1,41 @@
-"""S3 benchmark: spotsafe's S3 store against boto3's TransferManager, same bytes, one run.
+"""S3 benchmark: spotsafe against boto3's TransferManager, same bytes, same server, one run.
 
-    .venv/bin/python bench/s3_bench.py                  # 256 MiB against moto on loopback
-    .venv/bin/python bench/s3_bench.py --size-mb 64 --repeat 1          # quick
+    .venv/bin/python bench/s3_bench.py                            # both states, 5 rounds
+    .venv/bin/python bench/s3_bench.py --size-mb 64 --repeat 3    # quicker
 
 Starts moto's S3 server in a separate process (so the server does not share the client's
-GIL) on a free loopback port, then measures on the same random bytes: ``S3Store.write`` and
-``read_into`` (what a checkpoint save and restore do per data file); boto3's
-``upload_file`` / ``download_file`` with the same part size and concurrency; and a full
-``Checkpointer.save`` / ``restore`` of a state of that size. Prints a table and writes JSON
-to ``--out`` (default ``bench/results``). The target is >= 0.9x the TransferManager.
+GIL) on a free loopback port, then measures two states: a moderate one (``--moderate-mb``,
+default 64 MiB in ``--moderate-tensors`` 16 tensors) and a large one (``--size-mb``, default
+256 MiB in one tensor). Each round writes new random bytes into the state's tensors and into
+a file, then times, in an order that rotates from round to round (the machine's load drifts):
+
+- ``Checkpointer.save`` of the state, as under ``spotsafe run`` (attempt 1 of a job: the
+  fence is checked before each commit, events on, retention keeping 3), against boto3's
+  ``upload_file`` of the same bytes and ``upload_fileobj`` from memory, with the same part
+  size and concurrency (``TransferConfig``);
+- ``Checkpointer.restore`` against ``download_file``;
+- for the large state, ``S3Store.write`` / ``read_into`` of the bytes alone (one object, what
+  a save and a restore do per data file) against the same two.
+
+The table shows the median of the rounds and the ratio of throughputs (boto3's median time
+over spotsafe's: above 1 is faster than boto3; the target is >= 0.9x), and the S3 requests one
+save makes, counted with a botocore event hook. JSON with every sample goes to ``--out``
+(default ``bench/results``).
 
 moto keeps objects in memory and reads the whole object to serve any range, so the numbers
-say how the clients compare, not what S3 itself sustains.
+say how the clients compare on this machine, not what S3 itself sustains.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import io
 import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,10 +45,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _timing import best_of
-
 ROOT = Path(__file__).resolve().parent
 MiB = 1024 * 1024
+JOB_ID = "s3-bench"
 
 
 def free_port() -> int:
@@ -60,14 +74,50 @@ def start_moto(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("moto_server did not start within 30 s")
 
 
-def best_s(fn: Callable[[], Any], repeat: int) -> float:
-    return best_of(repeat, fn)
+class RequestCounter:
+    """Counts the S3 requests a botocore client makes, by operation (a before-call hook)."""
+
+    def __init__(self, client: Any) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        client.meta.events.register("before-call.s3", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.counts[model.name] += 1  # Counter += is one bytecode-level update per thread
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last take, and start again."""
+        out = dict(sorted(self.counts.items()))
+        self.counts.clear()
+        return out
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def rounds(
+    ops: dict[str, Callable[[], Any]], refresh: Callable[[int], None], n: int
+) -> dict[str, list[float]]:
+    """Seconds per op over ``n`` rounds; ``refresh(round)`` first (untimed), then every op in
+    an order rotated by one each round."""
+    names = list(ops)
+    out: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(n):
+        refresh(r)
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(timed(ops[name]))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-mb", type=int, default=256, help="bytes per object, in MiB")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per row; the best counts")
+    ap.add_argument("--size-mb", type=int, default=256, help="the large state, one tensor (MiB)")
+    ap.add_argument("--moderate-mb", type=int, default=64, help="the moderate state (MiB)")
+    ap.add_argument("--moderate-tensors", type=int, default=16, help="its tensor count")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds; the table shows medians")
     ap.add_argument("--part-mb", type=int, default=16, help="multipart part size, in MiB")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="where the JSON goes")
@@ -76,86 +126,41 @@ def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench-access-key")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret-key")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    # As under `spotsafe run`: attempt 1 of a job, so every commit checks the fence.
+    os.environ["SPOTSAFE_JOB_ID"] = JOB_ID
+    os.environ["SPOTSAFE_ATTEMPT"] = "1"
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     moto = start_moto(port)
+    load_before = os.getloadavg()
     try:
-        import boto3
-        import torch
-        from boto3.s3.transfer import TransferConfig
-
-        import spotsafe
-        from spotsafe.storage import open_store
-
-        size = args.size_mb * MiB
-        part = args.part_mb * MiB
-        data = os.urandom(size)
-        client = boto3.client("s3", endpoint_url=endpoint)
-        bucket = f"bench-{uuid.uuid4().hex[:12]}"
-        client.create_bucket(Bucket=bucket)
-        store = open_store(f"s3://{bucket}/store", part_size=part, concurrency=args.concurrency)
-        config = TransferConfig(
-            multipart_threshold=part, multipart_chunksize=part, max_concurrency=args.concurrency
-        )
-        rows: dict[str, float] = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "src.bin"
-            dst = Path(tmp) / "dst.bin"
-            src.write_bytes(data)
-            out = bytearray(size)
-            rows["spotsafe S3Store.write"] = best_s(
-                lambda: store.write("x.bin", [data]), args.repeat
-            )
-            rows["boto3 upload_file"] = best_s(
-                lambda: client.upload_file(str(src), bucket, "tm.bin", Config=config), args.repeat
-            )
-            rows["spotsafe S3Store.read_into"] = best_s(
-                lambda: store.read_into("x.bin", memoryview(out)), args.repeat
-            )
-            rows["boto3 download_file"] = best_s(
-                lambda: client.download_file(bucket, "tm.bin", str(dst), Config=config),
-                args.repeat,
-            )
-            assert out == data and dst.read_bytes() == data
-
-            module = torch.nn.Module()
-            module.register_buffer("w", torch.frombuffer(bytearray(data), dtype=torch.uint8))
-            state = spotsafe.TrainState(model=module)
-            ckpt = spotsafe.Checkpointer(
-                store, keep_last=2, incremental=False, allow_ephemeral=True, events=False
-            )
-
-            def save() -> None:
-                state.step += 1
-                ckpt.save(state)
-
-            rows["spotsafe Checkpointer.save"] = best_s(save, args.repeat)
-            rows["spotsafe Checkpointer.restore"] = best_s(lambda: ckpt.restore(state), args.repeat)
-            ckpt.close()
+        states, requests = run(args, endpoint)
     finally:
         moto.terminate()
         moto.wait(10)
+    load_after = os.getloadavg()
 
-    print(f"{'operation':32s} {'s':>8s} {'MiB/s':>9s}")
-    for name, seconds in rows.items():
-        print(f"{name:32s} {seconds:8.3f} {args.size_mb / seconds:9.1f}")
-    ratios = {
-        "write_vs_upload_file": rows["boto3 upload_file"] / rows["spotsafe S3Store.write"],
-        "read_vs_download_file": rows["boto3 download_file"] / rows["spotsafe S3Store.read_into"],
-    }
-    for name, r in ratios.items():
-        print(f"{name:32s} {r:8.2f}x  (target >= 0.9x)")
+    print(f"{'state':18s} {'operation':30s} {'median s':>9s} {'MiB/s':>8s} {'vs boto3':>9s}")
+    for label, st in states.items():
+        for name, med in st["median_s"].items():
+            ratio = st["ratios"].get(name)
+            shown = f"{ratio:8.2f}x" if ratio is not None else ""
+            print(f"{label:18s} {name:30s} {med:9.3f} {st['mib'] / med:8.1f} {shown:>9s}")
+    print("(vs boto3: boto3's median time over spotsafe's, against upload_file for writes and")
+    print(" download_file for reads; >= 0.9x is the target)")
+    for label, counts in requests.items():
+        print(f"S3 requests of one {label} save: {sum(counts.values())} {counts}")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     result = {
         "bench": "s3",
-        "size_mb": args.size_mb,
         "part_mb": args.part_mb,
         "concurrency": args.concurrency,
-        "repeat": args.repeat,
+        "rounds": args.repeat,
         "server": "moto_server (separate process, loopback)",
-        "seconds": rows,
-        "mib_per_s": {k: args.size_mb / v for k, v in rows.items()},
-        "ratios": ratios,
+        "states": states,
+        "requests_per_save": requests,
+        "load_average": {"before": load_before, "after": load_after},
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
     }
@@ -163,6 +168,128 @@ def main() -> None:
     path = args.out / f"s3-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def run(
+    args: argparse.Namespace, endpoint: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]]:
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    part = args.part_mb * MiB
+    client = boto3.client("s3", endpoint_url=endpoint)
+    bucket = f"bench-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    config = TransferConfig(
+        multipart_threshold=part, multipart_chunksize=part, max_concurrency=args.concurrency
+    )
+    shapes = [(args.moderate_mb, args.moderate_tensors), (args.size_mb, 1)]
+    states: dict[str, dict[str, Any]] = {}
+    requests: dict[str, dict[str, int]] = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out) as tmp:  # the repository's disk, not /tmp
+        for i, (mib, count) in enumerate(shapes):
+            label = f"{mib} MiB / {count} t"
+            bench = StateBench(args, client, bucket, config, f"state-{i}", Path(tmp), mib, count)
+            states[label] = bench.run(args.repeat)
+            requests[label] = bench.last_counts
+    return states, requests
+
+
+class StateBench:
+    """One state shape: its Checkpointer and boto3's transfers of the same bytes."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        client: Any,
+        bucket: str,
+        config: Any,
+        prefix: str,
+        tmp: Path,
+        mib: int,
+        count: int,
+    ) -> None:
+        import torch
+
+        import spotsafe
+        from spotsafe.jobrecord import attempt_path
+        from spotsafe.storage import open_store
+
+        self.client, self.bucket, self.config = client, bucket, config
+        self.mib, self.count = mib, count
+        self.src, self.dst = tmp / "src.bin", tmp / "dst.bin"
+        self.store = open_store(
+            f"s3://{bucket}/{prefix}", part_size=args.part_mb * MiB, concurrency=args.concurrency
+        )
+        self.counter = RequestCounter(self.store.client)
+        self.store.write_bytes(attempt_path(1, "start"), b'{"attempt": 1}')  # the job record
+        module = torch.nn.Module()
+        self.per = mib * MiB // count
+        for t in range(count):
+            module.register_buffer(f"w{t}", torch.zeros(self.per, dtype=torch.uint8))
+        self.tensors = list(module.buffers())
+        self.state = spotsafe.TrainState(model=module)
+        self.ckpt = spotsafe.Checkpointer(self.store, allow_ephemeral=True)
+        self.blob = bytearray(self.per * count)
+        self.out = bytearray(self.per * count)
+        self.last_counts: dict[str, int] = {}
+
+    def refresh(self, _round: int) -> None:
+        """New bytes in the state and the file: nothing can be reused from the last round."""
+        import torch
+
+        self.blob[:] = os.urandom(len(self.blob))
+        flat = torch.frombuffer(self.blob, dtype=torch.uint8)
+        for t, tensor in enumerate(self.tensors):
+            tensor.copy_(flat[t * self.per : (t + 1) * self.per])
+        self.src.write_bytes(self.blob)
+        self.state.step += 1
+
+    def save(self) -> None:
+        self.counter.take()
+        self.ckpt.save(self.state)
+        self.last_counts = self.counter.take()
+
+    def run(self, repeat: int) -> dict[str, Any]:
+        c, b, cfg = self.client, self.bucket, self.config
+        ops: dict[str, Callable[[], Any]] = {
+            "Checkpointer.save": self.save,
+            "boto3 upload_file": lambda: c.upload_file(str(self.src), b, "tm.bin", Config=cfg),
+            "boto3 upload_fileobj": lambda: c.upload_fileobj(
+                io.BytesIO(self.blob), b, "tm-obj.bin", Config=cfg
+            ),
+        }
+        if self.count == 1:
+            ops["S3Store.write"] = lambda: self.store.write("raw.bin", [self.blob])
+        samples = rounds(ops, self.refresh, repeat)
+        reads: dict[str, Callable[[], Any]] = {
+            "Checkpointer.restore": lambda: self.ckpt.restore(self.state),
+            "boto3 download_file": lambda: c.download_file(b, "tm.bin", str(self.dst), Config=cfg),
+        }
+        if self.count == 1:
+            reads["S3Store.read_into"] = lambda: self.store.read_into(
+                "raw.bin", memoryview(self.out)
+            )
+        samples.update(rounds(reads, lambda r: None, repeat))
+        assert self.dst.read_bytes() == bytes(self.blob)
+        assert self.count != 1 or self.out == self.blob
+        self.ckpt.close()
+        self.store.close()
+        median = {k: statistics.median(v) for k, v in samples.items()}
+        writes = ("Checkpointer.save", "S3Store.write", "boto3 upload_fileobj")
+        ratios = {k: median["boto3 upload_file"] / median[k] for k in writes if k in median}
+        for k in ("Checkpointer.restore", "S3Store.read_into"):
+            if k in median:
+                ratios[k] = median["boto3 download_file"] / median[k]
+        return {
+            "mib": self.mib,
+            "tensors": self.count,
+            "seconds": samples,
+            "median_s": median,
+            "ratios": ratios,
+            "save_vs_upload_fileobj": median["boto3 upload_fileobj"] / median["Checkpointer.save"],
+        }
 
 
 if __name__ == "__main__":

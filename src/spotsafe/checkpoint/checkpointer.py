@@ -40,7 +40,16 @@ from typing import Any
 
 import torch
 
-from spotsafe.checkpoint import claim, distributed, layout, quarantine, ranks, reader, retention
+from spotsafe.checkpoint import (
+    claim,
+    distributed,
+    layout,
+    quarantine,
+    ranks,
+    reader,
+    retention,
+    sharded,
+)
 from spotsafe.checkpoint import snapshot as snap
 from spotsafe.checkpoint import writer as data
 from spotsafe.checkpoint.discovery import (
@@ -50,6 +59,7 @@ from spotsafe.checkpoint.discovery import (
     discover,
     short,
     still_committed,
+    with_commit,
 )
 from spotsafe.checkpoint.manifest import Manifest, checkpoint_dir
 from spotsafe.checkpoint.view import verify_checkpoints
@@ -193,6 +203,9 @@ class Checkpointer:
         read_only: only look (restoring elsewhere): no durability check, no events, nothing
             quarantined; saving or pruning is an error. To look without torch (``spotsafe
             ls`` / ``verify``), use :class:`spotsafe.checkpoint.view.StoreView`.
+        elastic: resume a sharded (FSDP2 / DTensor) checkpoint on another world size,
+            resharded (see spotsafe.checkpoint.sharded for the data and RNG policy); False
+            refuses it (CheckpointMismatch).
 
     Example:
         >>> import tempfile, torch, spotsafe
@@ -224,6 +237,7 @@ class Checkpointer:
         events: bool | EventLog = True,
         staging: str | os.PathLike[str] | None = None,
         read_only: bool = False,
+        elastic: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -240,6 +254,7 @@ class Checkpointer:
         if staging is not None:
             self.store = StagedStore(self.store, staging)
         self.read_only = read_only
+        self.elastic = elastic
         if read_only:
             events = False
         else:
@@ -271,6 +286,10 @@ class Checkpointer:
         self._writing_now: set[str] = set()
         self._pending: PendingSave | None = None
         self._executor: cf.ThreadPoolExecutor | None = None
+        # Retention's side work, in order: the listing taken while a manifest commits, then
+        # the removal of pruned checkpoints' files, after the save has returned.
+        self._side: cf.ThreadPoolExecutor | None = None
+        self._side_last: cf.Future[Any] | None = None
         self._host_buffers = snap.HostBuffers()
         self._claimed = False  # holds the store's lease (spotsafe.checkpoint.claim)
         if not read_only:
@@ -292,6 +311,8 @@ class Checkpointer:
         t0 = self.clock()
         self.wait()  # one save at a time; raises the previous one's error, if unreported
         self._claim_store()
+        if sharded.is_sharded(state):  # FSDP2 / DTensor: through torch.distributed.checkpoint
+            return sharded.save(self, state, t0)
         if distributed.active():
             return self._save_all_ranks(state, t0)
         shot = snap.capture(state, job_id=self.job_id)
@@ -305,7 +326,7 @@ class Checkpointer:
         after. One save is in flight at a time: a second call waits for the first (the
         back-pressure), and the snapshot buffers are bounded by ``host_buffer_bytes``.
         """
-        if distributed.active():
+        if distributed.active() or sharded.is_sharded(state):
             # Collectives must stay on the training thread: distributed saves are synchronous.
             return _already_done(self.save(state))
         t0 = self.clock()
@@ -343,6 +364,7 @@ class Checkpointer:
         """Wait for the save in flight and for everything written to reach durable storage
         (with ``staging``: the uploads). Returns the save that was in flight, if any."""
         info = self.wait()
+        self._settle()
         self.store.flush()
         return info
 
@@ -354,6 +376,9 @@ class Checkpointer:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
+            if self._side is not None:
+                self._side.shutdown(wait=True)  # its events are recorded before the log closes
+                self._side = None
             if self.events is not None:
                 self.events.close()
             if isinstance(self.store, StagedStore):
@@ -437,11 +462,24 @@ class Checkpointer:
                 were still deleted). After a save, this is only logged and recorded.
         """
         self._check_writable()
-        found = self._discover(verify_sizes=False)
+        plan = self._plan(self._discover(verify_sizes=False))
+        if isinstance(plan, retention.Hold):
+            log.warning("not pruning %s: %s", self.store.url, plan.reason)
+            return []
+        done = retention.carry_out(self.store, plan)
+        self._uncache(plan)
+        if done.deleted:
+            self._emit("prune", paths=done.deleted)
+        if done.failed:
+            raise _prune_error(done)
+        return done.deleted
+
+    def _plan(self, found: Discovery) -> retention.Prune | retention.Hold:
+        """What retention deletes from the store that ``found`` shows."""
         with self._lock:
             writing = frozenset(self._writing_now)
         base = self._base
-        plan = retention.plan_retention(
+        return retention.plan_retention(
             retention.RetentionState(
                 listing=found.checkpoints,
                 sizes=found.sizes,
@@ -451,20 +489,11 @@ class Checkpointer:
                 newest_ours=None if base is None else base[1].step,
             )
         )
-        if isinstance(plan, retention.Hold):
-            log.warning("not pruning %s: %s", self.store.url, plan.reason)
-            return []
-        done = retention.carry_out(self.store, plan)
+
+    def _uncache(self, plan: retention.Prune) -> None:
         with self._lock:
             for d in plan.deletes:
                 self._manifests.pop(d.path, None)
-        if done.deleted:
-            self._emit("prune", paths=done.deleted)
-        if done.failed:
-            path, error = done.failed[0]
-            more = f" (and {len(done.failed) - 1} more)" if len(done.failed) > 1 else ""
-            raise StorageError(f"could not delete {path}{more}: {error}") from error
-        return done.deleted
 
     def _save_all_ranks(self, state: TrainState, t0: float) -> SaveInfo:
         directory = checkpoint_dir(state.step, distributed.broadcast(secrets.token_hex(4)))
@@ -540,7 +569,10 @@ class Checkpointer:
             generation=self.generation,
             created_at=self.wall_clock(),
         )
-        data.commit(self.store, directory, manifest, generation=self.generation)
+        # Retention's listing goes out now, beside the fence check and the manifest: it need
+        # not wait for them (see _prune_after_commit), and the save need not wait for it.
+        listing = self._side_submit(self._list_for_retention)
+        size = data.commit(self.store, directory, manifest, generation=self.generation)
         path = f"{self.store.url}/{directory}"
         with self._lock:
             self._manifests[directory] = manifest
@@ -568,19 +600,74 @@ class Checkpointer:
             blocking_s=info.blocking_s,
             persist_s=info.persist_s,
         )
-        self._prune_after_commit()
+        self._prune_after_commit(listing, directory, manifest, size)
         return info
 
-    def _prune_after_commit(self) -> None:
+    def _list_for_retention(self) -> Discovery:
+        """The store as retention sees it (on the side thread: never waits for side work)."""
+        return discover(self.store, job_id=self.job_id, cache=self._manifests, verify_sizes=False)
+
+    def _prune_after_commit(
+        self, listing: cf.Future[Discovery], directory: str, manifest: Manifest, size: int
+    ) -> None:
+        """Retention after ``directory`` committed; never raises.
+
+        The listing was taken while the manifest was being written, so it may miss that
+        manifest: :func:`with_commit` adds it. Old manifests are deleted before this returns
+        (from then on at most ``keep_last`` checkpoints, plus those kept for a reason, are
+        committed); the files they used go on the side thread, after the save has returned.
+        """
         try:
-            self.prune()
+            plan = self._plan(with_commit(listing.result(), directory, manifest, size))
+            if isinstance(plan, retention.Hold):
+                log.warning("not pruning %s: %s", self.store.url, plan.reason)
+                return
+            first, rest = retention.unpublish(self.store, plan)
+            self._uncache(plan)
         except Exception as e:
-            # The checkpoint is committed: a failed prune (a listing or a delete refused, or
-            # a bug) only leaves old files for the next save's prune, and must never turn a
-            # committed save into a failed one (three failed saves stop training).
-            log.warning("pruning old checkpoints in %s failed: %s", self.store.url, e,
-                        exc_info=not isinstance(e, StorageError))  # fmt: skip
-            self._emit("prune_failed", error=str(e), error_type=type(e).__name__)
+            self._prune_failed(e)
+            return
+        if rest:
+            self._side_submit(self._remove_files, first, rest)
+        else:
+            self._report_prune(first)
+
+    def _remove_files(self, first: retention.Pruned, rest: tuple[retention.Delete, ...]) -> None:
+        try:
+            then = retention.remove_files(self.store, rest)
+        except Exception as e:
+            self._prune_failed(e)  # a bug: report it here, a side task's error is never read
+            return
+        deleted, failed = first.deleted + then.deleted, first.failed + then.failed
+        self._report_prune(retention.Pruned(deleted=deleted, failed=failed))
+
+    def _report_prune(self, done: retention.Pruned) -> None:
+        if done.deleted:
+            self._emit("prune", paths=done.deleted)
+        if done.failed:
+            self._prune_failed(_prune_error(done))
+
+    def _prune_failed(self, e: Exception) -> None:
+        # The checkpoint is committed: a failed prune (a listing or a delete refused, or a
+        # bug) only leaves old files for the next save's prune, and must never turn a
+        # committed save into a failed one (three failed saves stop training).
+        log.warning("pruning old checkpoints in %s failed: %s", self.store.url, e,
+                    exc_info=not isinstance(e, StorageError))  # fmt: skip
+        self._emit("prune_failed", error=str(e), error_type=type(e).__name__)
+
+    def _side_submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        with self._lock:
+            if self._side is None:
+                self._side = cf.ThreadPoolExecutor(1, thread_name_prefix="spotsafe-prune")
+            future = self._side.submit(fn, *args)
+            self._side_last = future
+        return future
+
+    def _settle(self) -> None:
+        """Wait for retention's side work (one thread, in order: the last task ends last)."""
+        future = self._side_last
+        if future is not None:
+            cf.wait([future])
 
     def _claim_store(self) -> None:
         """Outside the supervisor, hold the store's lease before the first write: a second
@@ -621,6 +708,7 @@ class Checkpointer:
             raise ConfigError(f"{self.store.url} was opened read_only: it cannot be written")
 
     def _discover(self, *, verify_sizes: bool) -> Discovery:
+        self._settle()  # a listing shows no checkpoint half pruned by our own side thread
         return discover(
             self.store, job_id=self.job_id, cache=self._manifests, verify_sizes=verify_sizes
         )
@@ -676,9 +764,13 @@ class Checkpointer:
             if c.manifest is None:
                 raise CheckpointCorrupt(c.reason)
             _check_fingerprint(c.manifest, state, where, allow_config_change)
-            loaded = reader.load_state(
-                self.store, c.manifest, c.path, sizes, threads=self.io_threads, into=state
-            )
+            if sharded.is_sharded(state) or sharded.sharded_info(c.manifest) is not None:
+                loaded = sharded.read(self.store, c.manifest, c.path, sizes, state,
+                                      threads=self.io_threads, elastic=self.elastic)  # fmt: skip
+            else:
+                loaded = reader.load_state(
+                    self.store, c.manifest, c.path, sizes, threads=self.io_threads, into=state
+                )
         except CheckpointCorrupt as e:
             # A file that vanished under a live writer's retention is not corruption.
             if not still_committed(self.store, c.path):
@@ -700,7 +792,10 @@ class Checkpointer:
         assert c.manifest is not None
         where = f"{self.store.url}/{c.path}"
         try:
-            state.load_state_dict(loaded)
+            if isinstance(loaded, sharded.Loaded):
+                loaded.apply(state, self._emit)
+            else:
+                state.load_state_dict(loaded)
         except Exception as e:
             # The bytes are verified, so this is not corruption: the checkpoint holds a
             # state this run's objects refuse (other code, a hand-edited manifest).
@@ -822,6 +917,14 @@ def _check_fingerprint(
             f" run has {state.config_fingerprint}; resume with the same config, or pass"
             " allow_config_change=True to load it anyway"
         )
+
+
+def _prune_error(done: retention.Pruned) -> StorageError:
+    path, error = done.failed[0]
+    more = f" (and {len(done.failed) - 1} more)" if len(done.failed) > 1 else ""
+    out = StorageError(f"could not delete {path}{more}: {error}")
+    out.__cause__ = error
+    return out
 
 
 def _check_int(name: str, value: object, low: int, high: int, why: str) -> None:

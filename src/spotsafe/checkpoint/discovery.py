@@ -143,8 +143,39 @@ def discover(
         else c
         for c in out
     ]
-    out.sort(key=lambda c: (c.step, c.created_at or 0.0, c.path), reverse=True)
+    out.sort(key=_newest_first, reverse=True)
     return Discovery(checkpoints=out, sizes=sizes)
+
+
+def with_commit(found: Discovery, directory: str, manifest: Manifest, size: int) -> Discovery:
+    """``found`` as it reads once ``directory``'s manifest (``size`` bytes) is committed.
+
+    The Checkpointer lists the store for retention while it commits, so the listing may or
+    may not show the manifest it is writing; the commit succeeded, so this says what the
+    store holds either way.
+
+    Example:
+        >>> m = Manifest(step=7, epoch=0, created_at=1.0, writer="w", job_id=None,
+        ...              attempt=None, generation=None, world_size=1, versions={},
+        ...              config_fingerprint=None, files={}, tensors=[], tree=None)
+        >>> d = "checkpoints/step-000000000007-0000abcd"
+        >>> found = with_commit(Discovery(checkpoints=[], sizes={}), d, m, 100)
+        >>> [(c.step, c.status.value) for c in found.checkpoints], found.sizes
+        ([(7, 'valid')], {'checkpoints/step-000000000007-0000abcd/MANIFEST.json': 100})
+    """
+    sizes = dict(found.sizes)
+    sizes.update({f: n for f, n in manifest.files.items() if f.startswith(directory + "/")})
+    sizes[f"{directory}/{MANIFEST_NAME}"] = size
+    own = sum(n for f, n in sizes.items() if f.startswith(directory + "/"))
+    entry = CheckpointListing(path=directory, step=manifest.step, status=Status.VALID, size=own,
+                              created_at=manifest.created_at, manifest=manifest)  # fmt: skip
+    out = [c for c in found.checkpoints if c.path != directory] + [entry]
+    out.sort(key=_newest_first, reverse=True)
+    return Discovery(checkpoints=out, sizes=sizes)
+
+
+def _newest_first(c: CheckpointListing) -> tuple[int, float, str]:
+    return (c.step, c.created_at or 0.0, c.path)
 
 
 def read_manifest(store: Store, directory: str, cache: dict[str, Manifest]) -> Manifest:

@@ -2,10 +2,11 @@
 
 :func:`plan_retention` is pure: it looks at one :class:`RetentionState` (a discovery of the
 store and what this process holds) and returns a decision, :class:`Prune` (what to delete,
-and why everything else stays) or :class:`Hold` (delete nothing). :func:`carry_out` deletes,
-one checkpoint at a time, manifest first, and reports each failure instead of stopping: the
-Checkpointer runs retention only after a commit, never lets it fail that commit, and the
-next save plans again from a fresh listing.
+and why everything else stays) or :class:`Hold` (delete nothing). :func:`carry_out` deletes
+in two halves, every doomed manifest first (:func:`unpublish`), then the files they used
+(:func:`remove_files`), and reports each failure instead of stopping: the Checkpointer runs
+retention only after a commit, never lets it fail that commit, removes the files off the
+save's critical path, and the next save plans again from a fresh listing.
 
 Invariants (each has a test):
 
@@ -149,20 +150,52 @@ class Pruned:
 
 
 def carry_out(store: Store, plan: Prune) -> Pruned:
-    """Delete what ``plan`` says, one checkpoint at a time, manifest first.
+    """Delete what ``plan`` says: :func:`unpublish`, then :func:`remove_files`.
 
     A checkpoint whose deletion fails is reported and skipped; the others still go. What is
     left is found again, and deleted, by the next prune.
     """
+    first, rest = unpublish(store, plan)
+    then = remove_files(store, rest)
+    return Pruned(deleted=first.deleted + then.deleted, failed=first.failed + then.failed)
+
+
+def unpublish(store: Store, plan: Prune) -> tuple[Pruned, tuple[Delete, ...]]:
+    """The first half of :func:`carry_out`: each doomed checkpoint's manifest (or, for a
+    directory without one, its files), one request per directory.
+
+    From then on no reader takes those checkpoints for committed: a file found missing later
+    reads as pruned, never as corrupt. Returns what was deleted, and the deletes whose
+    remaining files :func:`remove_files` takes next (the Checkpointer does that off the
+    save's critical path).
+    """
     deleted: list[str] = []
     failed: list[tuple[str, StorageError]] = []
+    rest: list[Delete] = []
     for d in plan.deletes:
+        paths = [d.manifest] if d.manifest is not None else list(d.files)
         try:
-            if d.manifest is not None:
-                store.delete([d.manifest])
-                deleted.append(d.manifest)
-            store.delete(d.files)
-            deleted.extend(d.files)
+            if paths:
+                store.delete(paths)
         except StorageError as e:
             failed.append((d.path, e))
+            continue
+        deleted.extend(paths)
+        if d.manifest is not None and d.files:
+            rest.append(d)
+    return Pruned(deleted=deleted, failed=failed), tuple(rest)
+
+
+def remove_files(store: Store, deletes: tuple[Delete, ...]) -> Pruned:
+    """The second half of :func:`carry_out`: the files of checkpoints whose manifests
+    :func:`unpublish` deleted, one request per directory."""
+    deleted: list[str] = []
+    failed: list[tuple[str, StorageError]] = []
+    for d in deletes:
+        try:
+            store.delete(d.files)
+        except StorageError as e:
+            failed.append((d.path, e))
+            continue
+        deleted.extend(d.files)
     return Pruned(deleted=deleted, failed=failed)

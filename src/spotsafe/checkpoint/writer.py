@@ -134,8 +134,8 @@ def new_manifest(
     )
 
 
-def commit(store: Store, directory: str, manifest: Manifest, *, generation: int | None) -> None:
-    """Write the manifest, last: from now on the checkpoint exists.
+def commit(store: Store, directory: str, manifest: Manifest, *, generation: int | None) -> int:
+    """Write the manifest, last: from now on the checkpoint exists. Returns its size in bytes.
 
     Raises:
         StorageError: this writer may no longer commit (stale attempt, lost lease), or the
@@ -143,4 +143,4 @@ def commit(store: Store, directory: str, manifest: Manifest, *, generation: int 
     """
     check_fence(store, generation)
     claim.check(store)
-    store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())
+    return store.write_bytes(f"{directory}/{MANIFEST_NAME}", manifest.to_bytes())

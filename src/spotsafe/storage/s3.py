@@ -29,9 +29,11 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures as cf
 import difflib
 import functools
+import itertools
 import logging
 import math
 import os
@@ -39,7 +41,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -52,6 +54,7 @@ log = logging.getLogger("spotsafe.storage")
 
 T = TypeVar("T")
 _Batch = list[dict[str, str]]  # one DeleteObjects request
+_Body = bytes | Callable[[], bytes]  # a part's bytes, or how to copy them out of the caller's
 
 MiB = 1024 * 1024
 # S3's multipart rules: every part but the last is 5 MiB to 5 GiB, at most 10,000 parts.
@@ -61,6 +64,9 @@ MAX_PARTS = 10_000
 # AWS's guidance is 8-16 MB parts over several connections; 16 MiB x 8 keeps ~128 MiB in flight.
 DEFAULT_PART_SIZE = 16 * MiB
 DEFAULT_CONCURRENCY = 8
+# A write of known size is spread over at least ``concurrency`` parts while each stays this
+# big (the low end of AWS's 8-16 MB guidance): a 64 MiB file goes up on 8 connections, not 4.
+SPREAD_MIN_PART = 8 * MiB
 # Long enough to ride out a throttling burst or a short endpoint outage, short enough that a
 # preempted VM's flush (AWS gives 120 s of notice) fails clearly rather than hangs.
 DEFAULT_RETRY_DEADLINE_S = 120.0
@@ -247,6 +253,57 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def plan_parts(total: int, *, part_size: int, concurrency: int) -> list[tuple[int, int]]:
+    """The byte ranges ``[start, end)`` of a ``total``-byte multipart upload.
+
+    As few parts as ``part_size`` allows, but at least ``concurrency`` of them (one per
+    connection) while each stays at least ``SPREAD_MIN_PART``; all of one size, so that no
+    small last part costs a request of its own. A part may exceed ``part_size`` by under
+    ``part_size / count`` where that saves a last part under S3's 5 MiB minimum.
+
+    Example:
+        >>> MiB = 2**20
+        >>> [(e - s) / MiB for s, e in plan_parts(40 * MiB, part_size=16 * MiB, concurrency=8)]
+        [8.0, 8.0, 8.0, 8.0, 8.0]
+        >>> len(plan_parts(256 * MiB, part_size=16 * MiB, concurrency=8))
+        16
+        >>> [(e - s) / MiB for s, e in plan_parts(33 * MiB, part_size=16 * MiB, concurrency=1)]
+        [11.0, 11.0, 11.0]
+        >>> [e - s for s, e in plan_parts(15 * MiB + 3, part_size=5 * MiB, concurrency=8)]
+        [5242881, 5242881, 5242881]
+    """
+    count = max(-(-total // part_size), min(concurrency, total // SPREAD_MIN_PART))
+    count = max(2, min(count, total // MIN_PART_SIZE))  # every part but the last >= 5 MiB
+    size = max(-(-total // count), MIN_PART_SIZE)
+    if -(-total // size) > MAX_PARTS:
+        raise StorageError(
+            f"{total} bytes need more than {MAX_PARTS} parts of {part_size} bytes; raise part_size",
+            retryable=False,
+        )
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def _byte_view(chunk: Buffer) -> memoryview:
+    """``chunk`` as a flat view of bytes, without a copy."""
+    view = memoryview(chunk)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _gather(views: Sequence[memoryview], starts: Sequence[int], start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the concatenation of ``views`` (non-empty, the n-th starting
+    at ``starts[n]``), copied once."""
+    i = bisect.bisect_right(starts, start) - 1
+    pieces = []
+    pos = start
+    while pos < end:
+        view, base = views[i], starts[i]
+        stop = min(view.nbytes, end - base)
+        pieces.append(view[pos - base : stop])
+        pos = base + stop
+        i += 1
+    return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
+
+
 class _Chunker:
     """Cuts a stream of buffers into parts of a fixed size, copying each byte once."""
 
@@ -263,8 +320,7 @@ class _Chunker:
             except StopIteration:
                 self._left = None
                 return False
-            view = memoryview(chunk)
-            self._left = view if view.format == "B" and view.ndim == 1 else view.cast("B")
+            self._left = _byte_view(chunk)
         return True
 
     def exhausted(self) -> bool:
@@ -545,10 +601,19 @@ class S3Store(Store):
     # ------------------------------------------------------------------ writing
 
     def write(self, path: str, chunks: Iterable[Buffer]) -> int:
+        """Create ``path`` from ``chunks``: one PUT up to ``part_size`` bytes, else a multipart
+        upload. Given a list or tuple, the size is known up front: the parts are planned with
+        :func:`plan_parts`, all go out at once, and each is copied from ``chunks`` by the
+        thread that uploads it. Any other iterable is streamed, a part at a time."""
         key = self._key(path)
         what = f"write {self.url}/{path}"
-        source = _Chunker(chunks)
         size = self.options.part_size
+        if isinstance(chunks, (list, tuple)):
+            views = [v for v in map(_byte_view, chunks) if v.nbytes]
+            total = sum(v.nbytes for v in views)
+            if total > size:
+                return self._write_known(key, what, views, total)
+        source = _Chunker(chunks)
         self._slots.acquire()
         try:
             first = source.take(size)
@@ -564,7 +629,41 @@ class S3Store(Store):
             finally:
                 self._slots.release()
             return len(first)
-        return self._write_multipart(key, what, source, first)
+        try:
+            upload_id = self._create_upload(key, what)
+        except BaseException:
+            self._slots.release()
+            raise
+
+        def produce(number: int) -> _Body | None:
+            if source.exhausted():
+                return None
+            if number > MAX_PARTS:
+                raise StorageError(
+                    f"could not {what}: more than {MAX_PARTS} parts of {size} bytes; raise"
+                    " part_size",
+                    retryable=False,
+                )
+            return source.take(size)
+
+        self._upload_parts(key, what, upload_id, produce, first, lambda: source.total)
+        return source.total
+
+    def _write_known(self, key: str, what: str, views: list[memoryview], total: int) -> int:
+        """Upload ``views`` (``total`` bytes) in the parts :func:`plan_parts` gives."""
+        ranges = plan_parts(total, part_size=self.options.part_size,
+                            concurrency=self.options.concurrency)  # fmt: skip
+        starts = list(itertools.accumulate((v.nbytes for v in views[:-1]), initial=0))
+        upload_id = self._create_upload(key, what)
+
+        def produce(number: int) -> _Body | None:
+            if number > len(ranges):
+                return None
+            start, end = ranges[number - 1]
+            return functools.partial(_gather, views, starts, start, end)
+
+        self._upload_parts(key, what, upload_id, produce, None, lambda: total)
+        return total
 
     def create_exclusive(self, path: str, data: Buffer) -> bool:
         """PutObject with ``If-None-Match: *``: S3 creates the object only if it is absent.
@@ -591,76 +690,89 @@ class S3Store(Store):
 
         return self._retry(f"create {self.url}/{path}", attempt)
 
-    def _write_multipart(self, key: str, what: str, source: _Chunker, first: bytes) -> int:
-        """Upload ``first`` and the rest of ``source`` as parts; abort on any failure."""
-        client = self.client
-        try:
-            upload_id: str = self._retry(
-                what,
-                lambda _: client.create_multipart_upload(
-                    Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
-                )["UploadId"],
-            )
-        except BaseException:
-            self._slots.release()
-            raise
+    def _create_upload(self, key: str, what: str) -> str:
+        """Start a multipart upload of ``key``; its upload id."""
+        upload_id: str = self._retry(
+            what,
+            lambda _: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
+            )["UploadId"],
+        )
+        return upload_id
+
+    def _upload_parts(
+        self,
+        key: str,
+        what: str,
+        upload_id: str,
+        produce: Callable[[int], _Body | None],
+        first: _Body | None,
+        total: Callable[[], int],
+    ) -> None:
+        """Upload part 1 (``first``, whose part slot is held; None: produce it too) and every
+        part ``produce(number)`` returns until it returns None, then complete the upload; on
+        any failure, abort it and raise.
+
+        Each part is produced while holding one of the store's ``concurrency`` part slots,
+        which its upload releases: at most that many parts are buffered or queued at once.
+        """
         failed = threading.Event()
         futures: list[cf.Future[dict[str, Any]]] = []
         try:
-            body: bytes | None = first
+            body = first
             number = 1
-            while body is not None:
-                # The slot for ``body`` is held; the part task releases it.
-                futures.append(
-                    self.pool.submit(self._upload_part, key, upload_id, number, body, failed, what)
-                )
-                body = None
-                if failed.is_set():
-                    break
-                if source.exhausted():
-                    break
-                number += 1
-                if number > MAX_PARTS:
-                    raise StorageError(
-                        f"could not {what}: more than {MAX_PARTS} parts of"
-                        f" {self.options.part_size} bytes; raise part_size",
-                        retryable=False,
-                    )
-                self._slots.acquire()
+            while True:
+                if body is None:
+                    self._slots.acquire()
+                    try:
+                        body = produce(number)
+                    except BaseException:
+                        self._slots.release()
+                        raise
+                    if body is None:
+                        self._slots.release()
+                        break
                 try:
-                    body = source.take(self.options.part_size)
+                    future = self.pool.submit(
+                        self._upload_part, key, upload_id, number, body, failed, what
+                    )
                 except BaseException:
                     self._slots.release()
                     raise
+                futures.append(future)  # the part task now owns the slot
+                body = None
+                number += 1
+                if failed.is_set():
+                    break
             cf.wait(futures)
             errors = [e for e in (f.exception() for f in futures) if e is not None]
             if errors:
                 # Raise the cause, not the parts that stopped because another one failed.
                 raise next((e for e in errors if not isinstance(e, _PartCancelled)), errors[0])
             parts = [f.result() for f in futures]
-            self._complete(key, upload_id, parts, source.total, what)
+            self._complete(key, upload_id, parts, total(), what)
         except BaseException:
             failed.set()
             for f in futures:
                 if f.cancel():
                     self._slots.release()  # the part never ran, so it cannot release its slot
-            cf.wait(futures)  # no part may land after the abort
+            cf.wait(futures)  # no part may land after the abort, nor read the caller's buffers
             self._abort(key, upload_id, what)
             raise  # a StorageError from a request, or the chunk source's own error, unchanged
-        return source.total
 
     def _upload_part(
         self,
         key: str,
         upload_id: str,
         number: int,
-        body: bytes,
+        body: _Body,
         failed: threading.Event,
         what: str,
     ) -> dict[str, Any]:
         try:
             if failed.is_set():
                 raise _PartCancelled(f"could not {what}: another part failed", retryable=False)
+            data = body() if callable(body) else body  # copied here, in parallel with others
 
             def attempt(_: int) -> dict[str, Any]:
                 if failed.is_set():  # stop retrying once the upload is being aborted
@@ -670,7 +782,7 @@ class S3Store(Store):
                     Key=key,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=body,
+                    Body=data,
                     ChecksumAlgorithm="CRC32",
                 )
                 return out
