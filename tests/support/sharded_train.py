@@ -2,6 +2,7 @@
 scenarios of tests/sharded chained in one process group (each torchrun costs seconds).
 
     torchrun --standalone --nproc-per-node N -m tests.support.sharded_train OUT ACTION...
+    python -m tests.support.sharded_train --launch N OUT ACTION...    # the same, ranks forked
 
 Actions, in the order given:
 
@@ -18,11 +19,13 @@ Each rank appends the sample indices it trained on to OUT/seen-TAG-RANK.jsonl an
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -163,25 +166,64 @@ def killsave(store: str, mesh: Any) -> None:
     ckpt.save(state)
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
+def work(out: str, actions: list[str]) -> None:
+    """One rank: the ``actions`` in order, in one process group."""
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
-    for action in sys.argv[2:]:
+    for action in actions:
         kind, _, rest = action.partition(":")
         args = rest.split(":")
         if kind == "train":
             opts = dict(a.split("=") for a in args[1:])
             stop = int(opts["stop"]) if "stop" in opts else None
-            train(out, args[0], opts.get("tag", Path(args[0]).name), stop, mesh)
+            train(Path(out), args[0], opts.get("tag", Path(args[0]).name), stop, mesh)
         elif kind == "fallback":
             fallback(args[0], mesh)
         elif kind == "strict":
             strict(args[0], mesh)
         elif kind == "killsave":
             killsave(args[0], mesh)
+        else:
+            raise SystemExit(f"unknown action {action!r}")
         dist.barrier()
     dist.destroy_process_group()
+
+
+#: What a rank imports only once it trains: DTensor's first construction imports dynamo.
+WARM = ("torch._dynamo", "spotsafe.guard", "spotsafe.checkpoint.checkpointer",
+        "spotsafe.checkpoint.dcp_storage", "spotsafe.checkpoint.view", "numpy.random")  # fmt: skip
+
+
+def launch(ranks: int, out: str, actions: list[str]) -> int:
+    """``torchrun --standalone --nproc-per-node RANKS --start-method fork``, through torchrun's
+    own argument parsing, agent and rendezvous, with :func:`work` as the entrypoint: each rank
+    is forked from this process, whose imports (torch, DTensor, DCP: ~6 s of CPU a process)
+    it shares, instead of starting a new interpreter. A failed rank's exit code is reported
+    as torchrun reports it (``exitcode : 75``); returns the launch's exit status."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
+    args = torchrun.parse_args(
+        ["--standalone", "--nproc-per-node", str(ranks), "--start-method", "fork", "-m", __name__]
+    )
+    # What torchrun.run does for --standalone: a C10d store on a free port, a fresh run id.
+    args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", uuid.uuid4().hex
+    config, _cmd, _ = torchrun.config_from_args(args)
+    for name in WARM:  # imported once here rather than in each rank after its fork
+        importlib.import_module(name)
+    try:
+        elastic_launch(config, work)(out, actions)
+    except ChildFailedError as e:
+        print(e.format_msg(), file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def main() -> None:
+    if sys.argv[1] == "--launch":
+        sys.exit(launch(int(sys.argv[2]), sys.argv[3], sys.argv[4:]))
+    work(sys.argv[1], sys.argv[2:])  # one rank under torchrun
 
 
 if __name__ == "__main__":
