@@ -19,7 +19,8 @@ written as for a DDP job (spotsafe.checkpoint.ranks). One checkpoint directory::
 The manifest lists every file, DCP's included, with its size and xxh3-128
 (spotsafe.checkpoint.dcp_storage hashes them as they are written), so ``spotsafe verify``
 checks every shard and a listing sees a missing one. Its state tree is
-``{"ranks": [part_0, ...], "sharded": {...}}`` (see :func:`sharded_info`). The directory is
+``{"ranks": [part_0, ...], "sharded": {...}}`` (read without torch by
+spotsafe.checkpoint.shards.sharded_info, for ``spotsafe ls``). The directory is
 also a plain DCP checkpoint: ``torch.distributed.checkpoint.load`` reads a local one.
 
 Restore: each rank reads and checks the files its DCP load plan needs (its own shards, or
@@ -62,6 +63,10 @@ import torch
 from spotsafe.checkpoint import distributed, elastic_data, fetch, ranks, reader, tree
 from spotsafe.checkpoint.discovery import check_sizes
 from spotsafe.checkpoint.manifest import Manifest, TensorEntry, checkpoint_dir
+from spotsafe.checkpoint.shards import FORMAT, RANKS_KEY, SHARDED_KEY
+from spotsafe.checkpoint.shards import ShardedInfo as ShardedInfo  # re-exported
+from spotsafe.checkpoint.shards import child as _child
+from spotsafe.checkpoint.shards import sharded_info as sharded_info  # re-exported
 from spotsafe.checkpoint.snapshot import Snapshot, cpu_bytes, layouts_of
 from spotsafe.checkpoint.writer import Written
 from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch, ConfigError, StorageError
@@ -71,10 +76,6 @@ if TYPE_CHECKING:
     from spotsafe.state import TrainState
 
 log = logging.getLogger("spotsafe")
-
-FORMAT = "dcp"  #: the "format" of a sharded checkpoint's "sharded" tree entry
-SHARDED_KEY = "sharded"
-RANKS_KEY = "ranks"
 
 #: Records an event (the Checkpointer's ``_emit``).
 Emit = Callable[..., None]
@@ -245,75 +246,6 @@ def _with_dcp_files(own: Written, directory: str, files: Mapping[str, Any]) -> W
             )
         )  # fmt: skip
     return Written(entries=entries, files=sizes, bytes_written=own.bytes_written + added)
-
-
-# -- what a sharded manifest says (torch-free) -----------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShardedInfo:
-    """What a sharded checkpoint holds, from its manifest alone."""
-
-    world_size: int  #: ranks that wrote it
-    objects: dict[str, str]  #: name -> "model" | "optimizer", saved through DCP
-    shards: dict[int, int]  #: rank -> DCP data files it wrote
-    shard_bytes: dict[int, int]  #: rank -> bytes of those files
-
-
-def sharded_info(manifest: Manifest) -> ShardedInfo | None:
-    """What the sharded checkpoint ``manifest`` commits; None for any other checkpoint.
-
-    Example:
-        >>> import tempfile, torch, spotsafe
-        >>> ckpt = spotsafe.Checkpointer(tempfile.mkdtemp(), allow_ephemeral=True)
-        >>> info = ckpt.save(spotsafe.TrainState(model=torch.nn.Linear(2, 1)))
-        >>> sharded_info(ckpt.checkpoints()[0].manifest) is None
-        True
-    """
-    encoded = _child(manifest.tree, SHARDED_KEY)
-    if not isinstance(encoded, dict):
-        return None
-    decoded = tree.decode_with(encoded, _NoLeaves())
-    if not isinstance(decoded, dict) or decoded.get("format") != FORMAT:
-        return None
-    shards: dict[int, int] = {}
-    shard_bytes: dict[int, int] = {}
-    for path, size in manifest.files.items():
-        name = path.rsplit("/", 1)[-1]
-        if name.startswith("__") and name.endswith(".distcp"):
-            r = int(name[2:].split("_", 1)[0])
-            shards[r] = shards.get(r, 0) + 1
-            shard_bytes[r] = shard_bytes.get(r, 0) + size
-    return ShardedInfo(
-        world_size=int(decoded.get("world_size", manifest.world_size)),
-        objects=dict(decoded.get("objects", {})),
-        shards=shards,
-        shard_bytes=shard_bytes,
-    )
-
-
-class _NoLeaves:
-    """Decodes the JSON-only part of a tree (the sharded info holds no tensors)."""
-
-    def tensor(self, index: int) -> Any:
-        raise CheckpointCorrupt(f"the sharded info refers to tensor #{index}")
-
-    def ndarray(self, index: int, dtype: Any, shape: list[int]) -> Any:
-        raise CheckpointCorrupt(f"the sharded info refers to array #{index}")
-
-    def dtype(self, name: str) -> Any:
-        return name
-
-    def device(self, name: str) -> Any:
-        return name
-
-
-def _child(encoded: Any, key: Any) -> Any:
-    if isinstance(encoded, dict) and isinstance(encoded.get("$dict"), list):
-        for pair in encoded["$dict"]:
-            if isinstance(pair, list) and len(pair) == 2 and pair[0] == key:
-                return pair[1]
-    return None
 
 
 # -- restore -----------------------------------------------------------------------------
