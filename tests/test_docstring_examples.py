@@ -4,6 +4,11 @@ cannot pass by running nothing.
 Every module of the package is collected; each one runs its examples and must fail none.
 Every module is expected to carry examples unless it is listed below with the reason it
 has none; a listed module that gains examples must leave the list, so the list stays true.
+
+The integration modules that import a framework (Transformers, Lightning, Accelerate) run
+their examples in the session's one integrations child process, which imports the three
+frameworks once for tests/integrations too (tests/support/integrations_runs.py): imported
+here, they would cost this process seconds of CPU and stay loaded for the rest of the suite.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import pkgutil
 import pytest
 
 import spotsafe
+from tests.support import integrations_runs
 
 MODULES = sorted(
     m.name
@@ -59,14 +65,23 @@ def run_examples(name: str) -> doctest.TestResults:
     return doctest.testmod(module, optionflags=doctest.ELLIPSIS)
 
 
+def examples(name: str, request: pytest.FixtureRequest) -> doctest.TestResults:
+    """The results of ``name``'s examples, run here or in the integrations child."""
+    if name not in integrations_runs.FRAMEWORK_MODULES:
+        return run_examples(name)
+    ran = integrations_runs.results(request, "doctest")[name]
+    print(ran["output"])  # doctest's report of a failure, shown by pytest
+    return doctest.TestResults(ran["failed"], ran["attempted"])
+
+
 @pytest.fixture(autouse=True)
 def _quiet_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPOTSAFE_CLOUD", "none")  # examples build Guards: no metadata probes
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name: str) -> None:
-    result = run_examples(name)
+def test_docstring_examples(name: str, request: pytest.FixtureRequest) -> None:
+    result = examples(name, request)
     assert result.failed == 0
     if name in WITHOUT_EXAMPLES or _private(name):
         assert result.attempted == 0 or _private(name), (
@@ -76,8 +91,8 @@ def test_docstring_examples(name: str) -> None:
         assert result.attempted > 0, f"{name} has no docstring example (or list it here, why)"
 
 
-def test_the_examples_are_found_and_run() -> None:
+def test_the_examples_are_found_and_run(request: pytest.FixtureRequest) -> None:
     assert len(MODULES) >= MIN_MODULES, MODULES
     assert set(MODULES) >= WITHOUT_EXAMPLES, WITHOUT_EXAMPLES - set(MODULES)
-    total = sum(run_examples(name).attempted for name in MODULES)
+    total = sum(examples(name, request).attempted for name in MODULES)
     assert total >= MIN_EXAMPLES, f"only {total} docstring examples ran"

@@ -1,55 +1,27 @@
 """SpotsafeTrainer: SIGTERM inside a gradient-accumulation window stops at that optimizer step
 with a verified checkpoint and exit 75; running the same command again resumes by itself and
-ends bit for bit where an uninterrupted plain Trainer ends; a SIGKILL mid-save and a corrupt
-newest checkpoint fall back to the previous one, still exact. Next to it, the Trainer's own
-path: killed by the same SIGTERM, and resumed silently from a corrupt checkpoint-N.
+ends bit for bit where an uninterrupted plain Trainer ends (loader workers, a shuffling
+sampler, dropout, evaluation, two epochs); a SIGKILL mid-save leaves no valid partial, and a
+corrupt newest checkpoint is skipped, still exact. Next to it, the Trainer's own path:
+killed by the same SIGTERM, and resumed silently from a corrupt checkpoint-N.
 
-One child process (tests/support/integrations_hf.py) imports transformers once and forks a
-real process per run; the stop step is random (printed on failure), between 4 and 11 of 12.
+The runs are forked by the session's one integrations child (tests/support/
+integrations_runs.py, scenarios in tests/support/integrations_hf.py); the stop step is
+random (printed on failure).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-STEPS = 12
-EVERY = 3  # the child's SpotsafeCallback saves every 3 steps
+from tests.support import integrations_runs
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    stop = random.Random().randint(4, STEPS - 1)
-    work = tmp_path_factory.mktemp("hf")
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-        SPOTSAFE_CLOUD="none",
-        SPOTSAFE_ALLOW_EPHEMERAL="1",
-    )
-    for name in ("SPOTSAFE_STORE", "SPOTSAFE_JOB_ID", "SPOTSAFE_ATTEMPT", "SPOTSAFE_POOL"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.support.integrations_hf", str(work), str(stop)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    results: dict[str, Any] = json.loads((work / "results.json").read_text())
-    return results
+def runs(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return integrations_runs.results(request, "transformers")
 
 
 def why(runs: dict[str, Any], name: str) -> str:
@@ -67,26 +39,25 @@ def test_sigterm_mid_window_stops_at_that_step_with_exit_75(runs: dict[str, Any]
 def test_same_command_resumes_bitwise_exact(runs: dict[str, Any]) -> None:
     plain = runs["plain"]
     assert plain["status"] == 0 and plain["final"], why(runs, "plain")
-    resume = runs["resume"]
-    assert resume["status"] == 0, why(runs, "resume")
-    assert resume["final"] == plain["final"], why(runs, "resume")
+    resume = runs["resume_killed"]  # killed only in its final save, after its last step
+    assert resume["steps"][0] == runs["stop_step"] + 1, why(runs, "resume_killed")
+    assert resume["steps"][-1] == runs["steps"], why(runs, "resume_killed")
+    assert resume["final"] == plain["final"], why(runs, "resume_killed")
 
 
-def test_sigkill_mid_save_falls_back_to_the_previous_checkpoint(runs: dict[str, Any]) -> None:
-    stop, kill_at = runs["stop_step"], runs["kill_at"]
+def test_sigkill_mid_save_leaves_no_valid_partial(runs: dict[str, Any]) -> None:
     assert runs["resume_killed"]["status"] == -9, why(runs, "resume_killed")
-    assert runs["resume_killed"]["steps"][0] == stop + 1, why(runs, "resume_killed")
-    assert runs["killed_ckpts"][0] == [kill_at, "partial"], runs["killed_ckpts"]
-    assert runs["resume"]["steps"][0] == stop + 1, why(runs, "resume")
+    assert runs["killed_ckpts"][0] == [runs["steps"], "partial"], runs["killed_ckpts"]
 
 
 def test_corrupt_newest_is_skipped_and_resume_stays_exact(runs: dict[str, Any]) -> None:
-    stop = runs["stop_step"]
-    states = dict((step, state) for step, state in runs["corrupt_ckpts"])
-    assert states[stop] == "quarantined", runs["corrupt_ckpts"]
-    previous = (stop - 1) // EVERY * EVERY  # the newest periodic save before the stop
+    # The store after the kill: a partial final checkpoint, and the newest valid one had a
+    # byte flipped; resume passes both and falls back to the one before.
+    corrupted, fallback = runs["killed_ckpts"][1][0], runs["fallbacks"][0]
+    assert [corrupted, "quarantined"] in runs["corrupt_ckpts"], runs["corrupt_ckpts"]
     corrupt = runs["corrupt_resume"]
-    assert corrupt["steps"][0] == previous + 1, why(runs, "corrupt_resume")
+    assert corrupt["status"] == 0, why(runs, "corrupt_resume")
+    assert corrupt["steps"][0] == fallback + 1, why(runs, "corrupt_resume")
     assert corrupt["final"] == runs["plain"]["final"], why(runs, "corrupt_resume")
 
 

@@ -1,53 +1,37 @@
-"""Child process: every Lightning scenario of tests/integrations, in one process.
+"""The Lightning scenarios of tests/integrations (run by tests/support/integrations_child.py).
 
-    python -m tests.support.integrations_lightning WORKDIR STOP_STEP
-
-Importing lightning costs seconds, so this process imports it once and forks one grandchild
-per training run (a real process: real signals, its own exit status). The workload: an MLP
-with dropout, 48 samples whose ``__getitem__`` adds noise from torch, numpy and python's
-``random``, a shuffling loader with 2 workers, batch 4, ``accumulate_grad_batches=2`` (6
-optimizer steps an epoch, 3 epochs), validation twice an epoch, a ``ModelCheckpoint`` on
-``val_loss`` and an epoch-interval StepLR.
+The workload: an MLP with dropout, 48 samples whose ``__getitem__`` adds noise from torch,
+numpy and python's ``random``, a shuffling loader with 2 workers, batch 4,
+``accumulate_grad_batches=2`` (6 optimizer steps an epoch, 2 epochs), validation twice an
+epoch, a ``ModelCheckpoint`` on ``val_loss`` and an epoch-interval StepLR.
 
 - reference: an uninterrupted run with SpotsafeCallback.
-- term: SIGTERM between the two batches of optimizer step STOP_STEP; the same command again
-  is SIGKILLed while committing its final checkpoint; then again (resume); and from a copy of
-  the store taken after the SIGTERM whose newest checkpoint had a byte flipped.
+- term: SIGTERM between the two batches of optimizer step STOP; the same command again is
+  SIGKILLed while committing its final checkpoint (after printing its final weights); then,
+  with the newest valid checkpoint corrupted, once more (it falls back).
 - native_*: Lightning's own way: ``ModelCheckpoint(every_n_train_steps=3, save_last=True)``,
-  SIGTERM at step 8, ``fit(ckpt_path=last.ckpt)``; and its uninterrupted run.
-
-Writes WORKDIR/results.json (exit statuses, steps, digests of the final weights and
-optimizer state, each store's checkpoints); the test asserts.
+  SIGTERM inside the window of step 5, ``fit(ckpt_path=last.ckpt)``; and its uninterrupted run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
 import signal
-import sys
-import traceback
-import warnings
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 
-import spotsafe
 from spotsafe.integrations.lightning import SpotsafeCallback
-from tests.support.guarded_train import digest
+from tests.support import integrations_common as common
 
-torch.set_num_threads(1)
-warnings.filterwarnings("ignore")
-
-STEPS = 18  # 48 samples / (batch 4 x accumulation 2) = 6 optimizer steps an epoch, 3 epochs
+EPOCHS = 2
+STEPS = 12  # 48 samples / (batch 4 x accumulation 2) = 6 optimizer steps an epoch
+EVERY = 3
 
 
 class Noisy(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -96,7 +80,8 @@ class Data(pl.LightningDataModule):
 
 
 class Inject(pl.Callback):
-    """Prints each optimizer step; sends this process a real signal at a chosen point."""
+    """Prints each optimizer step and the final weights; sends this process a real signal
+    at a chosen point."""
 
     def __init__(self, sig: int | None, step: int) -> None:
         self.sig = sig
@@ -113,6 +98,11 @@ class Inject(pl.Callback):
         elif self.sig is not None and trainer.global_step == self.step - 1:
             os.kill(os.getpid(), self.sig)  # after the window's first batch: inside it
 
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        # Before SpotsafeCallback's (later in the list), which saves the final state: a run
+        # killed in that save has printed its result.
+        common.print_final(module, trainer.optimizers[0])
+
 
 def one_run(spec: dict[str, Any], out: Path) -> int:
     pl.seed_everything(0, verbose=False)
@@ -120,26 +110,16 @@ def one_run(spec: dict[str, Any], out: Path) -> int:
     callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=out / "best", monitor="val_loss"))
     ckpt = None
     if spec["kind"] == "spotsafe":
-        ckpt = spotsafe.Checkpointer(spec["store"], keep_last=3)
-        kill_at = spec.get("kill_saving")
-        if kill_at is not None:
-            write = ckpt.store.write_bytes
-
-            def write_bytes(path: str, data: Any) -> int:
-                if path.endswith("MANIFEST.json") and f"step-{kill_at:012d}" in path:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return write(path, data)
-
-            ckpt.store.write_bytes = write_bytes  # type: ignore[method-assign]
-        callbacks.append(SpotsafeCallback(checkpointer=ckpt, every_steps=3))
+        ckpt = common.checkpointer(spec)
+        callbacks.append(SpotsafeCallback(checkpointer=ckpt, every_steps=EVERY))
     elif spec.get("save_steps"):
         callbacks.append(
             pl.callbacks.ModelCheckpoint(
-                dirpath=out / "steps", every_n_train_steps=3, save_top_k=-1, save_last=True
+                dirpath=out / "steps", every_n_train_steps=EVERY, save_top_k=-1, save_last=True
             )
         )
     trainer = pl.Trainer(
-        max_epochs=3,
+        max_epochs=EPOCHS,
         accumulate_grad_batches=2,
         val_check_interval=0.5,
         accelerator="cpu",
@@ -150,100 +130,37 @@ def one_run(spec: dict[str, Any], out: Path) -> int:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    model = Model()
     try:
-        trainer.fit(model, Data(), ckpt_path=spec.get("ckpt_path"))
+        trainer.fit(Model(), Data(), ckpt_path=spec.get("ckpt_path"))
     finally:
         if ckpt is not None:
             ckpt.close()
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for pid, st in trainer.optimizers[0].state_dict()["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"opt.{pid}.{k}"] = v
-    print(f"final {digest(tensors)}", flush=True)
     return 0
 
 
-def run(name: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Fork a grandchild for one run; its output goes to a file."""
-    log = work / f"{name}.log"
-    out = work / spec.get("out", name)
-    pid = os.fork()
-    if pid == 0:  # the grandchild
-        code = 1
-        try:
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            code = one_run(spec, out)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    text = log.read_text()
-    lines = text.splitlines()
-    return {
-        "status": os.waitstatus_to_exitcode(status),
-        "final": next((ln.split()[1] for ln in lines if ln.startswith("final ")), None),
-        "steps": [int(ln.split()[1]) for ln in lines if ln.startswith("step ")],
-        "tail": text[-3000:],
-    }
+def scenarios(work: Path, stop: int) -> dict[str, Any]:
+    def run(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return common.run(one_run, name, spec, work)
 
-
-def checkpoints(store: Path) -> list[list[Any]]:
-    ckpt = spotsafe.Checkpointer(str(store), read_only=True)
-    return [[c.step, c.status.value] for c in ckpt.verify()]
-
-
-def flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def main() -> None:
-    work = Path(sys.argv[1])
-    stop = int(sys.argv[2])
-    results: dict[str, Any] = {"stop_step": stop}
+    results: dict[str, Any] = {"stop_step": stop, "steps": STEPS, "every": EVERY}
     store = work / "store"
-    term = {"signal": signal.SIGTERM, "at_step": stop}
-
-    results["reference"] = run(
-        "reference", {"kind": "spotsafe", "store": str(work / "ref-store")}, work
-    )
-    results["term"] = run("term", {"kind": "spotsafe", "store": str(store), **term}, work)
-    results["term_ckpts"] = checkpoints(store)
-    corrupt = work / "corrupt-store"
-    shutil.copytree(store, corrupt)
-    kill_at = STEPS  # the final save: its data files are written, its manifest is not
-    results["kill_at"] = kill_at
-    results["resume_killed"] = run(
-        "resume_killed", {"kind": "spotsafe", "store": str(store), "kill_saving": kill_at}, work
-    )
-    results["killed_ckpts"] = checkpoints(store)
-    results["resume"] = run("resume", {"kind": "spotsafe", "store": str(store)}, work)
-    newest = sorted((corrupt / "checkpoints").glob("step-*"))[-1]
-    flip_byte(max(newest.glob("data-*.bin"), key=lambda p: p.stat().st_size))
-    results["corrupt_resume"] = run(
-        "corrupt_resume", {"kind": "spotsafe", "store": str(corrupt)}, work
-    )
-    results["corrupt_ckpts"] = checkpoints(corrupt)
-    # Lightning's own documented way, for comparison.
-    results["native_reference"] = run("native_reference", {"kind": "plain"}, work)
+    spotsafe = {"kind": "spotsafe", "store": str(store)}
+    results["reference"] = run("reference", {"kind": "spotsafe", "store": str(work / "ref")})
+    results["term"] = run("term", {**spotsafe, "signal": signal.SIGTERM, "at_step": stop})
+    results["term_ckpts"] = common.checkpoints(store)
+    # The same command again resumes; SIGKILL it between the data files and the manifest of
+    # its final save.
+    results["resume_killed"] = run("resume_killed", {**spotsafe, "kill_saving": STEPS})
+    results["killed_ckpts"] = common.checkpoints(store)
+    results["fallbacks"] = common.corrupt_newest_valid(store)
+    results["corrupt_resume"] = run("corrupt_resume", spotsafe)
+    results["corrupt_ckpts"] = common.checkpoints(store)
+    # Lightning's own documented way, for comparison. SIGTERM inside the window of step 5:
+    # Lightning stops after that batch, before the step, and exits 0; last.ckpt is step 3.
+    results["native_reference"] = run("native_reference", {"kind": "plain"})
     native = {"kind": "plain", "save_steps": True, "out": "native"}
-    # SIGTERM at step 8: Lightning finishes the epoch (step 12) and exits 0.
-    native_term = {"signal": signal.SIGTERM, "at_step": 8}
-    results["native_term"] = run("native_term", {**native, **native_term}, work)
+    native_term = {"signal": signal.SIGTERM, "at_step": 5}
+    results["native_term"] = run("native_term", {**native, **native_term})
     last = work / "native" / "steps" / "last.ckpt"
-    results["native_resume"] = run("native_resume", {**native, "ckpt_path": str(last)}, work)
-    (work / "results.json").write_text(json.dumps(results, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    results["native_resume"] = run("native_resume", {**native, "ckpt_path": str(last)})
+    return results

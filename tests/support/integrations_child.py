@@ -1,0 +1,116 @@
+"""Child process: every framework scenario of tests/integrations, and the docstring examples
+of the integration modules, in one process.
+
+    python -m tests.support.integrations_child WORKDIR PLAN
+
+PLAN is JSON: ``{"transformers": STOP, "lightning": STOP, "accelerate": STOP, "doctest":
+[MODULE, ...]}``, any subset. Importing a framework costs seconds of CPU (torch's compiler
+stack, sympy, ...), most of it shared by all three, so this process imports what the plan
+needs once, and every training run is a forked grandchild (a real process: real signals, its
+own exit status; see tests/support/integrations_common.py). Each part writes its results
+under its name in WORKDIR/results.json; a part that fails records its traceback there, and
+the others still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import doctest
+import gc
+import importlib
+import io
+import json
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+SCENARIOS = {
+    "transformers": "tests.support.integrations_hf",
+    "lightning": "tests.support.integrations_lightning",
+    "accelerate": "tests.support.integrations_accelerate",
+}
+
+# Imported on first use inside a training run: imported here once, not in every forked run
+# (s3fs alone costs 1.7 s of CPU a run: Lightning's ModelCheckpoint asks whether its folder is
+# object storage). torch._dynamo: optimizers import it on first use.
+WARM = [
+    "multiprocessing.popen_fork",
+    "s3fs",
+    "torch._dynamo",
+    "torch.profiler._cupti_monitor",
+    "torch.utils.serialization",
+    "torchdata.stateful_dataloader",
+]
+
+
+def run_doctests(modules: list[str], work: Path) -> dict[str, Any]:
+    """Each module's docstring examples, as tests/test_docstring_examples.py runs them, in
+    a forked grandchild (the examples build Accelerators: process-wide state)."""
+    out = work / "doctest.json"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            results: dict[str, Any] = {}
+            for name in modules:
+                text = io.StringIO()
+                with contextlib.redirect_stdout(text):
+                    module = importlib.import_module(name)
+                    r = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+                results[name] = {
+                    "failed": r.failed,
+                    "attempted": r.attempted,
+                    "output": text.getvalue(),
+                }
+            out.write_text(json.dumps(results))
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not out.exists():
+        raise RuntimeError(f"the doctest process ended with status {status}")
+    loaded: dict[str, Any] = json.loads(out.read_text())
+    return loaded
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    plan: dict[str, Any] = json.loads(sys.argv[2])
+    warnings.filterwarnings("ignore")
+    import torch
+
+    torch.set_num_threads(1)
+    for name in WARM:
+        importlib.import_module(name)
+    modules = {part: importlib.import_module(SCENARIOS[part]) for part in plan if part in SCENARIOS}
+    for name in plan.get("doctest", []):
+        importlib.import_module(name)
+    # What is imported stays out of the forked runs' garbage collections: a collection
+    # touches every tracked object, which copies the page it is on (a second of CPU a run).
+    gc.freeze()
+    results: dict[str, Any] = {}
+    for part, arg in plan.items():
+        folder = work / part
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            if part == "doctest":
+                results[part] = run_doctests(arg, folder)
+            else:
+                results[part] = modules[part].scenarios(folder, int(arg))
+        except BaseException:
+            results[part] = {"error": traceback.format_exc()}
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
