@@ -613,12 +613,18 @@ class Checkpointer:
         """Retention after ``directory`` committed; never raises.
 
         The listing was taken while the manifest was being written, so it may miss that
-        manifest: :func:`with_commit` adds it. Old manifests are deleted before this returns
-        (from then on at most ``keep_last`` checkpoints, plus those kept for a reason, are
-        committed); the files they used go on the side thread, after the save has returned.
+        manifest: :func:`with_commit` adds it (unless the store is staged). Old manifests are
+        deleted before this returns (from then on at most ``keep_last`` checkpoints, plus
+        those kept for a reason, are committed); the files they used go on the side thread,
+        after the save has returned.
         """
         try:
-            plan = self._plan(with_commit(listing.result(), directory, manifest, size))
+            found = listing.result()
+            if not isinstance(self.store, StagedStore):
+                # Durable on return: count it. A staged manifest is not durable yet, and
+                # until it is, the checkpoints it would push out must stay.
+                found = with_commit(found, directory, manifest, size)
+            plan = self._plan(found)
             if isinstance(plan, retention.Hold):
                 log.warning("not pruning %s: %s", self.store.url, plan.reason)
                 return

@@ -3,9 +3,12 @@
 Large objects go up as parallel multipart uploads and come down as parallel ranged GETs;
 small ones are one PUT. Writes stream from the caller's chunks: at most ``concurrency``
 parts are buffered at once per store, so memory stays near ``concurrency * part_size``
-whatever the checkpoint size. ``write`` returns only once the object is complete
-(``CompleteMultipartUpload`` succeeded), which is what the Checkpointer's manifest-last
-commit needs; a failed upload is aborted so that no parts are left behind.
+whatever the checkpoint size. A write handed a list of buffers knows its size: its parts are
+planned for it (:func:`plan_parts`: equal, one per connection at least) and all go out at once,
+each copied from the caller's buffers by the thread that uploads it. ``write`` returns only
+once the object is complete (``CompleteMultipartUpload`` succeeded), which is what the
+Checkpointer's manifest-last commit needs; a failed upload is aborted so that no parts are
+left behind.
 
 Retries are ours, not botocore's: botocore's retry jitter draws from python's global
 ``random`` module, so a retried request would shift the training's random stream and break
@@ -141,7 +144,9 @@ class S3Options:
         8388608
     """
 
-    #: Bytes per multipart part; objects larger than this are uploaded in parts.
+    #: Bytes per multipart part; objects larger than this are uploaded in parts. A file whose
+    #: size is known up front (a checkpoint's data file) is cut into equal parts over every
+    #: connection instead (:func:`plan_parts`).
     part_size: int = DEFAULT_PART_SIZE
     #: Parts uploaded (and ranges downloaded) at once; also the parts buffered in memory
     #: (1 to 256).
