@@ -665,8 +665,18 @@ class Checkpointer:
         with self._lock:
             if self._side is None:
                 self._side = cf.ThreadPoolExecutor(1, thread_name_prefix="spotsafe-prune")
-            future = self._side.submit(fn, *args)
-            self._side_last = future
+            try:
+                future = self._side.submit(fn, *args)
+            except RuntimeError:
+                future = None  # the interpreter is exiting (a save from an atexit hook)
+            else:
+                self._side_last = future
+        if future is None:  # run it here, as a save did before it had a side thread
+            future = cf.Future()
+            try:
+                future.set_result(fn(*args))
+            except Exception as e:
+                future.set_exception(e)
         return future
 
     def _settle(self) -> None:
