@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 from spotsafe import rng
@@ -47,6 +48,7 @@ from spotsafe.state import TrainState
 
 try:
     import lightning.pytorch as pl
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
     from torch.utils.data import DataLoader
 except ImportError as e:  # pragma: no cover - the extra is missing
     raise ImportError(install_hint("lightning")) from e
@@ -127,6 +129,13 @@ class SpotsafeCallback(pl.Callback):
         if resumed is None:
             return
         log.info("resuming from step %d (%s)", resumed.step, resumed.info.path)
+        # Lightning warns that a plain DataLoader cannot resume mid-epoch; spotsafe resumes it
+        # (on_train_start), so the warning does not apply.
+        warnings.filterwarnings(
+            "ignore",
+            message="You're resuming from a checkpoint that ended before the epoch ended",
+            category=PossibleUserWarning,
+        )
         # Lightning reads this right after the setup hooks, exactly where it would read the
         # file of a ckpt_path (an explicit ckpt_path replaces it).
         connector = trainer._checkpoint_connector
