@@ -193,6 +193,7 @@ def save(ckpt: Checkpointer, state: TrainState, t0: float) -> SaveInfo:
                 info = {
                     "format": FORMAT,
                     "world_size": world,
+                    "contiguous": True,  # StoreWriter saves every tensor row-major
                     "objects": {
                         n: "model" if o is None else "optimizer" for n, (_, o) in objects.items()
                     },
@@ -265,6 +266,7 @@ class Loaded:
     objects: dict[str, tuple[torch.nn.Module, Any]]
     shared: dict[str, Any]  #: the replicated part (rank 0's): objects, step, epoch
     own: dict[str, Any]  #: this rank's own part; elastic: old rank 0's
+    contiguous: bool = False  #: every tensor saved row-major (ShardedInfo.contiguous)
 
     @property
     def elastic(self) -> bool:
@@ -284,7 +286,9 @@ class Loaded:
         dcp_state = _dcp_state(self.objects)
         state_dict_loader.load(
             dcp_state,
-            storage_reader=StoreReader(self.metadata, self.files, self.where),
+            storage_reader=StoreReader(
+                self.metadata, self.files, self.where, contiguous=self.contiguous
+            ),
             planner=SafeLoadPlanner(),
         )
         for name, (model, optim) in self.objects.items():
@@ -453,6 +457,7 @@ def read(
         objects=objects,
         shared=shared,
         own=own,
+        contiguous=info.contiguous,
     )
 
 

@@ -28,6 +28,7 @@ class ShardedInfo:
     objects: dict[str, str]  #: name -> "model" | "optimizer", saved through DCP
     shards: dict[int, int]  #: rank -> DCP data files it wrote
     shard_bytes: dict[int, int]  #: rank -> bytes of those files
+    contiguous: bool = False  #: every tensor was saved row-major with exactly its bytes
 
     @property
     def files(self) -> int:
@@ -70,6 +71,7 @@ def sharded_info(manifest: Manifest) -> ShardedInfo | None:
             return None
         world_size = int(decoded.get("world_size", manifest.world_size))
         objects = {str(k): str(v) for k, v in dict(decoded.get("objects", {})).items()}
+        contiguous = decoded.get("contiguous") is True
     except (TypeError, ValueError) as e:
         raise CheckpointCorrupt(f"the sharded info of the manifest is malformed ({e})") from e
     shards: dict[int, int] = {}
@@ -84,6 +86,7 @@ def sharded_info(manifest: Manifest) -> ShardedInfo | None:
         objects=objects,
         shards=shards,
         shard_bytes=shard_bytes,
+        contiguous=contiguous,
     )
 
 

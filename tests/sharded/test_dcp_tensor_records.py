@@ -1,0 +1,50 @@
+"""A sharded restore copies a saved chunk's bytes straight into its target only when the
+``torch.save`` archive holds exactly those bytes, row-major: anything else goes through
+``torch.load`` (spotsafe.checkpoint.dcp_storage)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+import torch
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import WriteItem, WriteItemType
+
+from spotsafe.checkpoint.dcp_storage import _record_start, _serialize
+
+
+def saved(t: torch.Tensor) -> memoryview:
+    item = WriteItem(index=MetadataIndex("w"), type=WriteItemType.TENSOR)
+    return _serialize(item, t)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.arange(12.0).reshape(3, 4),
+        torch.arange(12.0).reshape(3, 4).t(),  # permuted: saved row-major all the same
+        torch.arange(20, dtype=torch.int64)[5:11],  # a view into a larger storage
+        torch.zeros(0),
+    ],
+)
+def test_the_record_holds_the_tensor_row_major(tensor: torch.Tensor) -> None:
+    blob = saved(tensor)
+    start = _record_start(blob, tensor.nbytes)
+    assert start is not None
+    raw = bytes(blob[start : start + tensor.nbytes])
+    assert raw == tensor.contiguous().numpy().tobytes()
+    assert torch.equal(torch.load(io.BytesIO(bytes(blob)), weights_only=True), tensor)
+
+
+def test_anything_else_is_left_to_torch_load() -> None:
+    t = torch.arange(8.0)
+    blob = saved(t)
+    assert _record_start(blob, t.nbytes + 4) is None  # another size than the target's
+    assert _record_start(memoryview(b"not a zip archive"), 4) is None
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/byteorder", b"little")
+        z.writestr("archive/data/0", t.numpy().tobytes())
+    assert _record_start(out.getbuffer(), t.nbytes) is None  # compressed
