@@ -32,7 +32,7 @@ import secrets
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import Any
 
 import torch
 import xxhash
@@ -62,7 +62,6 @@ from torch.futures import Future
 from spotsafe.checkpoint import layout
 from spotsafe.errors import CheckpointCorrupt
 from spotsafe.storage import Store
-from spotsafe.storage.local import LocalStore
 
 __all__ = [
     "METADATA_NAME",
@@ -163,22 +162,15 @@ class StoreWriter(StorageWriter):
         ordered += [i for i in items if i.type != WriteItemType.BYTE_IO]
         placed: list[tuple[WriteItem, int, int]] = []
         hasher = xxhash.xxh3_128()
-        # A local store has written a chunk when it asks for the next one, so one buffer
-        # serves every item of the file: new memory for each item's torch.save cost as much
-        # as the rest of the save (its pages fault in at ~1 ms a MB on the benchmark VM).
-        # Other stores may keep a chunk (an upload part) after asking for the next.
-        reused = _Buffer() if isinstance(self.store, LocalStore) else None
 
         def chunks() -> Iterator[memoryview]:
             offset = 0
             for item in ordered:
-                payload = _serialize(item, planner.resolve_data(item), reused)
+                payload = _serialize(item, planner.resolve_data(item))
                 hasher.update(payload)
                 placed.append((item, offset, payload.nbytes))
                 offset += payload.nbytes
                 yield payload
-                if reused is not None:
-                    payload.release()  # written: the buffer may take the next item
 
         size = self.store.write(f"{self.directory}/{name}", chunks())
         digest = FileDigest(name, size, _finish(hasher, size))
@@ -219,40 +211,8 @@ class StoreWriter(StorageWriter):
         return False  # never picked by DCP itself: spotsafe hands it in
 
 
-class _Buffer(io.RawIOBase):
-    """A write-only file over one bytearray that grows and is reused: :meth:`view` gives what
-    was written since :meth:`rewind`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = bytearray()
-        self.at = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.at
-
-    def rewind(self) -> None:
-        self.at = 0
-
-    def write(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        end = self.at + view.nbytes
-        if end > len(self.data):  # grow geometrically: few reallocations for many items
-            self.data.extend(bytes(max(end - len(self.data), len(self.data) // 2)))
-        self.data[self.at : end] = view
-        self.at = end
-        return view.nbytes
-
-    def view(self) -> memoryview:
-        return memoryview(self.data)[: self.at]
-
-
-def _serialize(item: WriteItem, data: Any, into: _Buffer | None = None) -> memoryview:
-    """One item's bytes as DCP's FileSystemWriter writes them; in ``into`` if given (the
-    view must be released before ``into`` takes the next item)."""
+def _serialize(item: WriteItem, data: Any) -> memoryview:
+    """One item's bytes as DCP's FileSystemWriter writes them."""
     if item.type == WriteItemType.BYTE_IO:
         assert isinstance(data, io.BytesIO)
         return data.getbuffer()
@@ -266,10 +226,6 @@ def _serialize(item: WriteItem, data: Any, into: _Buffer | None = None) -> memor
         # row-major bytes of exactly the tensor let a restore copy them straight into place
         # (StoreReader, ``contiguous=True``).
         tensor = tensor.clone(memory_format=torch.contiguous_format)
-    if into is not None:
-        into.rewind()
-        torch.save(tensor, cast(IO[bytes], into))
-        return into.view()
     buf = io.BytesIO()
     torch.save(tensor, buf)
     return buf.getbuffer()
