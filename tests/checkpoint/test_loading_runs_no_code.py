@@ -80,13 +80,18 @@ def test_unknown_tree_nodes_are_refused_not_executed(tmp_path) -> None:
 
 
 def test_the_package_never_unpickles() -> None:
-    """No pickle.load(s), torch.load or weights_only=False anywhere in spotsafe."""
-    pattern = re.compile(r"pickle\.loads?\(|torch\.load\(|weights_only\s*=\s*False|numpy\.load\(")
+    """No pickle.load(s) or numpy.load anywhere in spotsafe; torch.load only with
+    weights_only=True (torch's allow-list unpickler: DCP's shard files hold torch.save'd
+    tensors), on one line so that this test sees it. Lightning's dump_checkpoint(weights_only=
+    False) writes a full checkpoint: it loads nothing."""
+    pattern = re.compile(
+        r"pickle\.loads?\(|numpy\.load\(|(?<!dump_checkpoint\()weights_only\s*=\s*False"
+    )
     offenders = [
         f"{p.relative_to(SRC)}:{n}"
         for p in SRC.rglob("*.py")
         for n, line in enumerate(p.read_text().splitlines(), 1)
-        if pattern.search(line)
+        if pattern.search(line) or ("torch.load(" in line and "weights_only=True" not in line)
     ]
     assert offenders == []
 
