@@ -54,6 +54,7 @@ import dataclasses
 import logging
 import random
 import secrets
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,11 +91,12 @@ def is_sharded(state: TrainState) -> bool:
 
 
 def _has_dtensor(obj: Any) -> bool:
-    if not isinstance(obj, torch.nn.Module):
+    # No DTensor exists before torch.distributed.tensor is imported, and importing it costs
+    # seconds (sympy): a plain model's first save must not pay that.
+    dtensor_module = sys.modules.get("torch.distributed.tensor")
+    if dtensor_module is None or not isinstance(obj, torch.nn.Module):
         return False
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in obj.parameters())
+    return any(isinstance(p, dtensor_module.DTensor) for p in obj.parameters())
 
 
 def dcp_objects(state: TrainState) -> dict[str, tuple[torch.nn.Module, Any]]:
