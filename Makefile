@@ -34,8 +34,13 @@ test: lint browser
 demo: venv
 	$(PY) examples/demo.py
 
+# Each prints a table and writes bench/results/*.json; see bench/README.md and the README.
 bench: venv
 	$(PY) bench/checkpoint_bench.py
+	$(PY) bench/s3_bench.py
+	$(PY) bench/sharded_bench.py
+	$(PY) bench/report_bench.py
+	$(PY) bench/simulate_bench.py
 
 # 100 random interruptions (SIGTERM and SIGKILL of the training process, SIGKILL mid-save,
 # SIGTERM and SIGKILL of the supervisor itself), then a bit-for-bit comparison with an
