@@ -218,6 +218,11 @@ class Guard:
     def __enter__(self) -> Guard:
         now = self.clock()
         self._last_save_s = self._last_step_s = self._last_heartbeat_s = now
+        commit, at = self.checkpointer.last_commit, (self.state.step, self.state.epoch)
+        if commit is not None and (commit.step, commit.epoch) == at:
+            # Just restored (or saved) at this very state: a run with nothing left to train
+            # must not write the same checkpoint again when it leaves the block.
+            self._last_saved, self._last_saved_path = (commit.step, commit.epoch), commit.path
         for obj in self.state.objects.values():
             shield_workers(getattr(obj, "loader", obj))
         self._signals.__enter__()

@@ -116,3 +116,17 @@ def test_what_a_worker_reads_of_its_main_process(sigterm_handler) -> None:
     finally:
         signal.signal(signal.SIGUSR2, before)
     assert _disposes_of(2**22 + 1, signal.SIGTERM) is None  # no such process: cannot tell
+
+
+def test_a_resumed_run_with_nothing_left_writes_no_second_checkpoint(tmp_path) -> None:
+    """Leaving the block saves the final state unless it is stored already: a run resumed
+    at its last step (restored, nothing to train) must not commit the same state again."""
+    for _ in range(2):
+        state = spotsafe.TrainState(model=torch.nn.Linear(1, 1))
+        ckpt = spotsafe.Checkpointer(str(tmp_path), events=False)
+        ckpt.restore(state)
+        with spotsafe.Guard(ckpt, state, every_steps=1000, watchers=[]) as g:
+            while state.step < 3:
+                g.step()
+    steps = [c.step for c in spotsafe.Checkpointer(str(tmp_path), events=False).checkpoints()]
+    assert steps == [3]

@@ -15,6 +15,7 @@ SIGTERM killed the main process and left its workers behind for 5 s.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,17 +91,19 @@ class Run:
         seen = 0
         for line in self.proc.stdout:
             self.lines.append(line.strip())
-            if line.startswith("workers "):
-                pids = [int(p) for p in line.split()[2:]]
+            # Ranks share one pipe, and print writes a line's text and its newline apart:
+            # one line may hold two ranks' reports.
+            for _rank, listed in re.findall(r"workers (\d+)((?: \d+)*)", line):
+                pids = [int(p) for p in listed.split()]
                 assert len(pids) == WORKERS_PER_RANK, line
                 for pid in pids:
                     found = start_time(pid)
                     if found is not None:
                         self.workers[pid] = found[1]
                 seen += 1
-                if seen == ranks:
-                    threading.Thread(target=self._read_rest, daemon=True).start()
-                    return
+            if seen >= ranks and seen:
+                threading.Thread(target=self._read_rest, daemon=True).start()
+                return
         raise AssertionError(f"no workers line: {self.lines} {self.stderr()}")
 
     def _read_rest(self) -> None:
