@@ -55,7 +55,8 @@ def torchrun(ranks: int, out: Path, *actions: str) -> subprocess.CompletedProces
 def lines(run: subprocess.CompletedProcess[str], kind: str) -> list[list[str]]:
     """The ``kind`` records the ranks printed: ``kind`` then words that are numbers or
     16-digit digests. Ranks share one pipe, so a line may hold several ranks' records."""
-    word = r" (?:[0-9a-f]{16}|\d+(?!\d)|[A-Z][A-Za-z]+)"
+    # A class name ends at a space or where the next rank's record begins.
+    word = rf" (?:[0-9a-f]{{16}}|\d+(?!\d)|[A-Z][A-Za-z]+?(?=\s|$|{re.escape(kind)}))"
     found = re.findall(rf"{kind}((?:{word})+)", run.stdout)
     return [[*kind.split(), *f.split()] for f in found]
 

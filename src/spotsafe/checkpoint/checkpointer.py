@@ -514,6 +514,12 @@ class Checkpointer:
         total = ranks.save(
             state, directory, job_id=self.job_id, write_part=write_part, commit_all=commit_all
         )
+        return self._committed_by_all_ranks(state, directory, total, t0)
+
+    def _committed_by_all_ranks(
+        self, state: TrainState, directory: str, bytes_written: int, t0: float
+    ) -> SaveInfo:
+        """Record a checkpoint every rank wrote part of (synchronous: durable on return)."""
         done = self.clock()
         path = f"{self.store.url}/{directory}"
         self._last_commit = Commit(step=state.step, epoch=state.epoch, path=path)
@@ -521,7 +527,7 @@ class Checkpointer:
             step=state.step,
             epoch=state.epoch,
             path=path,
-            bytes_written=total,
+            bytes_written=bytes_written,
             bytes_total=0,
             blocking_s=done - t0,
             persist_s=done - t0,

@@ -154,7 +154,6 @@ def save(ckpt: Checkpointer, state: TrainState, t0: float) -> SaveInfo:
     """
     from torch.distributed.checkpoint import state_dict_saver
 
-    from spotsafe.checkpoint.checkpointer import Commit, SaveInfo
     from spotsafe.checkpoint.dcp_storage import StoreWriter
 
     rank, world = distributed.rank_and_world()
@@ -217,18 +216,7 @@ def save(ckpt: Checkpointer, state: TrainState, t0: float) -> SaveInfo:
         error = distributed.broadcast(error)
     if error is not None:
         raise StorageError(f"sharded checkpoint at step {state.step} failed: {error}")
-    done = ckpt.clock()
-    path = f"{ckpt.store.url}/{directory}"
-    ckpt._last_commit = Commit(step=state.step, epoch=state.epoch, path=path)
-    return SaveInfo(
-        step=state.step,
-        epoch=state.epoch,
-        path=path,
-        bytes_written=total,
-        bytes_total=0,
-        blocking_s=done - t0,
-        persist_s=done - t0,
-    )
+    return ckpt._committed_by_all_ranks(state, directory, total, t0)
 
 
 def _with_dcp_files(own: Written, directory: str, files: Mapping[str, Any]) -> Written:
