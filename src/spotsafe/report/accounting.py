@@ -57,6 +57,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -236,8 +237,7 @@ class SaveReport:
     persist_s: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": self.t, "attempt": self.attempt, "step": self.step,
-                "blocking_s": self.blocking_s, "persist_s": self.persist_s}  # fmt: skip
+        return dataclasses.asdict(self)  # flat: the fields, in order, are the schema's keys
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,9 +253,7 @@ class Replay:
     estimated: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"attempt": self.attempt, "source": self.source, "from_step": self.from_step,
-                "to_step": self.to_step, "steps": self.steps, "seconds": self.seconds,
-                "estimated": self.estimated}  # fmt: skip
+        return dataclasses.asdict(self)  # flat: the fields, in order, are the schema's keys
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,8 +267,7 @@ class Retry:
     restore_s: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"attempt": self.attempt, "seconds": self.seconds, "backoff_s": self.backoff_s,
-                "startup_s": self.startup_s, "restore_s": self.restore_s}  # fmt: skip
+        return dataclasses.asdict(self)  # flat: the fields, in order, are the schema's keys
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
