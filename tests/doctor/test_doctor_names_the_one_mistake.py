@@ -80,7 +80,9 @@ def test_restart_from_scratch_is_named_with_both_steps(results: Any) -> None:
     finding = only(results["restart-from-scratch"])
     assert (finding["id"], finding["severity"]) == ("restart-from-scratch", "error")
     ev = finding["evidence"]
-    assert ev["next_checkpoint_step"] <= ev["saved_step"]
+    # Seen before it passed the saved step, or later, when only the audit hook tells: the
+    # second run opened no checkpoint (the job without mistakes, which does, has no finding).
+    assert ev["next_checkpoint_step"] <= ev["saved_step"] or ev["checkpoint_files_read"] == 0
 
 
 def test_a_job_that_dies_of_sigterm_has_no_signal_handling(results: Any) -> None:

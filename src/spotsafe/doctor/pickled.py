@@ -268,19 +268,29 @@ def read_torch_file(path: str | Path) -> Any:
         {'step': 7}
     """
     p = Path(path)
-    if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as z:
-            names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            if not names:
-                raise CheckpointError(f"{p}: a zip file without data.pkl: not a torch.save file")
-            info = z.getinfo(sorted(names, key=len)[0])
-            if info.file_size > MAX_PICKLE_BYTES:
-                raise CheckpointError(f"{p}: data.pkl is {info.file_size} bytes; too large")
-            return structure(z.read(info))
-    with p.open("rb") as f:
+    with p.open("rb") as f:  # one open file: a job may rewrite the path meanwhile
+        if zipfile.is_zipfile(f):
+            f.seek(0)
+            try:
+                return _zip_data_pkl(p, zipfile.ZipFile(f))
+            except (zipfile.BadZipFile, EOFError) as e:
+                raise CheckpointError(f"{p}: a damaged zip file ({e})") from e
+        f.seek(0)
         first = structure(f)
         if first != _LEGACY_MAGIC:
             return first  # a plain pickle
         structure(f)  # protocol version
         structure(f)  # system info
         return structure(f)
+
+
+def _zip_data_pkl(p: Path, z: zipfile.ZipFile) -> Any:
+    """The structure of the data.pkl in the torch.save zip ``z`` (read from ``p``)."""
+    with z:
+        names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not names:
+            raise CheckpointError(f"{p}: a zip file without data.pkl: not a torch.save file")
+        info = z.getinfo(sorted(names, key=len)[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{p}: data.pkl is {info.file_size} bytes; too large")
+        return structure(z.read(info))

@@ -6,7 +6,9 @@
    answers *no signal handling* and *grace*.
 2. Run it again against the same store: does it resume at the saved step (spotsafe's
    ``restore`` event, else the step of the first checkpoint the second run writes)? That
-   answers *restart from scratch*.
+   answers *restart from scratch*. Doctor polls at most every 0.5 s, so a fast job may have
+   passed the saved step by the time doctor sees its checkpoint: for Python commands the
+   audit hook also tells whether the second run opened any checkpoint at all.
 
 Where a command writes checkpoints outside the scratch store (a hard-coded directory), doctor
 learns it from a Python audit hook (``open`` for writing, ``mkdir``, ``rename``) installed
@@ -76,12 +78,19 @@ def _spotsafe_doctor_hook():
         seen.add((kind, text))
         os.write(fd, f"{kind}\t{text}\n".encode("utf-8", "surrogateescape"))
 
+    import re
+    checkpointish = re.compile(
+        r"ckpt|checkpoint|\.pth?$|\.safetensors$|\.distcp$|/\.metadata$|MANIFEST\.json$", re.I
+    )
+
     def hook(event, args):
         if event == "open":
             path, _mode, flags = args
             if isinstance(path, (str, bytes, os.PathLike)) and isinstance(flags, int):
                 if flags & writing:
                     note("write", path)
+                elif checkpointish.search(os.fsdecode(path)):
+                    note("read", path)
         elif event == "os.mkdir":
             note("mkdir", args[0])
         elif event == "os.rename":
@@ -258,15 +267,12 @@ class _Watch:
         self.cwd = cwd
         self.writes = scratch / "writes.log"
         self.started = time.time()
+        self._paths: dict[str, str] = {}  # place -> where its newest checkpoint was seen
 
     def locations(self) -> list[str]:
         """Checkpoint directories outside the scratch, in the order first seen."""
         out: list[str] = []
-        try:
-            lines = self.writes.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            lines = []
-        paths = [Path(line.split("\t", 1)[1]) for line in lines if "\t" in line]
+        paths = [Path(path) for kind, path in self.log() if kind != "read"]
         paths += self._changed_in_cwd()
         for p in paths:
             root = _checkpoint_root(p)
@@ -275,6 +281,24 @@ class _Watch:
             if str(root) not in out:
                 out.append(str(root))
         return out
+
+    def log(self, since: int = 0) -> list[tuple[str, str]]:
+        """The audit hook's (kind, path) records from byte ``since`` of its log: kind is
+        ``write``, ``mkdir`` or ``read`` (a checkpoint-like file opened for reading)."""
+        try:
+            with self.writes.open("rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return []
+        records = (line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+        return [(kind, path) for kind, path in records]
+
+    def log_size(self) -> int:
+        try:
+            return self.writes.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def _changed_in_cwd(self) -> list[Path]:
         changed = []
@@ -290,19 +314,66 @@ class _Watch:
                 continue
         return changed
 
-    def newest(self) -> Contents | None:
+    def newest(self) -> _Sighting | None:
         """The newest checkpoint in any place the command writes to (None: none yet)."""
-        found: list[Contents] = []
+        found = []
         for place in [str(self.store), *self.locations()]:
-            try:
-                contents = inspect_checkpoint(place)
-            except (CheckpointError, StorageError, OSError):
-                continue  # mid-write, or not a checkpoint after all: look again later
-            if contents is not None:
-                found.append(contents)
+            seen = _look(place, self._paths.get(place))
+            if seen is None:
+                seen = _look(place, None)  # a new path, or a write while reading: again
+            if seen is not None:
+                self._paths[place] = seen.contents.path
+                found.append(seen)
         if not found:
             return None
-        return max(found, key=lambda c: c.step if c.step is not None else -1)
+        return max(found, key=lambda s: s.contents.step if s.contents.step is not None else -1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sighting:
+    """A checkpoint as doctor saw it, and its file's modification time (ns) when it read it:
+    None for a store URL, whose checkpoint paths are unique anyway."""
+
+    contents: Contents
+    mtime_ns: int | None
+
+    @property
+    def identity(self) -> tuple[str, int | None, int | None]:
+        """What tells this checkpoint from a later one at the same path."""
+        return (self.contents.path, self.contents.step, self.mtime_ns)
+
+
+def _look(place: str, last_path: str | None) -> _Sighting | None:
+    """The newest checkpoint at ``place``, read while its file did not change (None: none,
+    or mid-write: look again later). ``last_path``: where the last look found it.
+
+    A job rewrites ``last.pt`` while doctor polls: contents read from the old file and a
+    time taken from the new one would make one checkpoint look like two. So the file is
+    stamped before and after the read, and the sighting kept only if the stamps agree. The
+    path is learnt from the last look, or from a first read.
+    """
+    try:
+        if last_path is None:
+            first = inspect_checkpoint(place)
+            if first is None:
+                return None
+            last_path = first.path
+        stamp = _stamp(last_path)
+        found = inspect_checkpoint(place)
+    except (CheckpointError, StorageError, OSError):
+        return None  # mid-write, or not a checkpoint after all
+    if found is None or found.path != last_path or _stamp(found.path) != stamp:
+        return None
+    return _Sighting(found, stamp[0] if stamp else None)
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """(mtime ns, inode, size) of a local checkpoint file or folder; None for a URL."""
+    try:
+        st = Path(path).stat()
+    except (OSError, ValueError):
+        return None
+    return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
 _CHECKPOINTISH = re.compile(
@@ -342,14 +413,6 @@ def _checkpoint_root(path: Path) -> Path | None:
     if _CHECKPOINTISH.search(path.name) or path.suffix == ".bin":
         return path.parent
     return None
-
-
-def _identity(c: Contents) -> tuple[str, int | None, int]:
-    try:
-        mtime = Path(c.path).stat().st_mtime_ns
-    except OSError:
-        mtime = 0  # a store URL or a spotsafe checkpoint: its path is unique already
-    return (c.path, c.step, mtime)
 
 
 def _restores(store: Path, since: float) -> list[Any]:
@@ -410,29 +473,38 @@ def probe(
         finally:
             os.chdir(old)
 
-    def stop(
-        child: Child, watching: set[tuple[str, int | None, int]] | None = None
-    ) -> tuple[int | None, float]:
+    def stop(child: Child, written: set[Any] | None = None) -> tuple[int | None, float]:
         """SIGTERM, then SIGKILL at the end of the grace: (exit code or None, seconds).
-        ``watching`` collects the checkpoints that appear meanwhile."""
+        ``written`` collects the checkpoints written after the signal: those newer than the
+        one seen just before it (and, for a file, modified after it)."""
+        last = watch.newest()
+        t_signal_ns = time.time_ns()
         t0 = clock()
         child.signal_group(signal.SIGTERM)
+
+        def look() -> None:
+            found = watch.newest()
+            if written is None or found is None:
+                return
+            if last is not None and found.identity == last.identity:
+                return
+            if found.mtime_ns is None or found.mtime_ns > t_signal_ns:
+                written.add(found.identity)
+
         rc = None
         pause = POLL_MIN_S
         while rc is None and clock() - t0 < settings.grace_s:
             rc = child.wait(min(pause, max(settings.grace_s - (clock() - t0), 0.0)))
             pause = min(pause * 1.5, POLL_MAX_S)
-            if watching is not None:
-                found = watch.newest()
-                if found is not None:
-                    watching.add(_identity(found))
+            look()
         took = clock() - t0
         if rc is None:
             child.signal_group(signal.SIGKILL)
             child.wait()
+        look()  # what the end of the run left
         return rc, took
 
-    def wait_for(child: Child, seen: Callable[[Contents], bool]) -> Contents | None:
+    def wait_for(child: Child, seen: Callable[[_Sighting], bool]) -> _Sighting | None:
         deadline = clock() + settings.timeout_s
         pause = POLL_MIN_S
         while clock() < deadline:
@@ -453,17 +525,15 @@ def probe(
         if before is None:
             _no_checkpoint(result, first, settings)
             return result
-        seen = {_identity(before)}
-        rc, took = stop(first, seen)
+        written: set[Any] = set()
+        rc, took = stop(first, written)
         after = watch.newest() or before
-        seen.add(_identity(after))
-        written = len(seen) - 1  # checkpoints that appeared after SIGTERM
         result.flush_s = took if rc is not None else None
         result.findings += classify_stop(
-            rc=rc, stop_code=settings.stop_code, saved=written > 0, flush_s=took,
-            grace_s=settings.grace_s, kept_training=written > 1,
+            rc=rc, stop_code=settings.stop_code, saved=bool(written), flush_s=took,
+            grace_s=settings.grace_s, kept_training=len(written) > 1,
         )  # fmt: skip
-        result.checkpoint = after
+        result.checkpoint = after.contents
         _restart(result, start, stop, wait_for, watch, after)
         result.locations = watch.locations()
         return result
@@ -514,14 +584,16 @@ def _restart(
     result: ProbeResult,
     start: Callable[[], Any],
     stop: Callable[..., tuple[int | None, float]],
-    wait_for: Callable[[Any, Callable[[Contents], bool]], Contents | None],
+    wait_for: Callable[[Any, Callable[[_Sighting], bool]], _Sighting | None],
     watch: _Watch,
-    saved: Contents,
+    stopped: _Sighting,
 ) -> None:
     since = time.time()
-    old = _identity(saved)
+    saved = stopped.contents
+    mark = watch.log_size()
     second = start()
-    found = wait_for(second, lambda c: _identity(c) != old)
+    sighting = wait_for(second, lambda s: s.identity != stopped.identity)
+    found = sighting.contents if sighting else None
     rc = second.poll()
     if rc is None:
         stop(second)
@@ -535,13 +607,17 @@ def _restart(
         return
     if found is not None and found.step is not None and saved.step is not None:
         evidence["next_checkpoint_step"] = found.step
+        log = watch.log(mark)
         if found.step <= saved.step:
-            result.findings.append(
-                _from_scratch(
-                    evidence,
-                    f"the second run wrote step {found.step}, not past the saved step {saved.step}",
-                )
-            )
+            how = f"the second run wrote step {found.step}, not past the saved step {saved.step}"
+        elif log and not any(kind == "read" for kind, _ in log):
+            # Doctor may see a run from scratch only after it passed the saved step (it polls
+            # every 0.5 s at most); the audit hook, which saw the run write, saw no read.
+            evidence["checkpoint_files_read"] = 0
+            how = f"the second run never opened a checkpoint before it wrote step {found.step}"
+        else:
+            return
+        result.findings.append(_from_scratch(evidence, how))
         return
     if found is None and rc == 0:
         return  # it had nothing left to do: it found the saved state (or the job is tiny)
