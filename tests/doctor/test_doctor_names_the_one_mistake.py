@@ -22,7 +22,10 @@ from spotsafe.doctor import Request, diagnose
 JOB = [sys.executable, "-m", "tests.support.doctor_job"]
 TORCH_JOB = [sys.executable, "-m", "tests.support.doctor_torch_save"]
 SHM = Path("/dev/shm") / f"spotsafe-doctor-test-{uuid.uuid4().hex[:8]}"  # tmpfs
-GRACE_S = 2.0  # for the jobs that outlive their grace: short, so they cost the suite little
+# For the jobs that outlive their grace: short, so they cost the suite little, yet long enough
+# for doctor to see two of the checkpoints (0.1 s apart) a job that ignores SIGTERM goes on
+# writing, when a look at them takes over a second on a loaded machine.
+GRACE_S = 4.0
 LONG_GRACE_S = 60.0  # for the others: they exit by themselves, however loaded the machine
 KILLED = {"ignores-sigterm", "flush-outlasts-grace"}
 
