@@ -152,6 +152,9 @@ class Contents:
     """The training step it was written at, when the checkpoint says."""
     not_exact: Mapping[str, str] = field(default_factory=dict)
     """spotsafe only: loaders that cannot resume exactly, with the reason."""
+    mtime_ns: int | None = None
+    """A single file only: its modification time, taken from the open file that was read
+    (a job may replace the path a moment later)."""
 
     @property
     def missing(self) -> list[Part]:
@@ -180,13 +183,16 @@ def _step_of(tree: Any) -> int | None:
 
 
 def _torch_file(path: Path) -> Contents:
-    tree = read_torch_file(path)
+    with path.open("rb") as f:
+        tree = read_torch_file(f)
+        mtime_ns = os.fstat(f.fileno()).st_mtime_ns  # of the very file read
     lightning = isinstance(tree, dict) and "pytorch-lightning_version" in tree
     return Contents(
         format="lightning" if lightning else "torch.save",
         path=str(path),
         parts=classify(tree),
         step=_step_of(tree),
+        mtime_ns=mtime_ns,
     )
 
 

@@ -22,7 +22,7 @@ import pickletools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from spotsafe.errors import CheckpointError
 
@@ -252,8 +252,10 @@ _WITH_ARG = frozenset(
 )  # fmt: skip
 
 
-def read_torch_file(path: str | Path) -> Any:
+def read_torch_file(source: str | Path | BinaryIO) -> Any:
     """The structure of a `torch.save` file (zip or legacy format), read without unpickling.
+
+    ``source`` is a path or a file open for binary reading (seekable).
 
     Raises:
         CheckpointError: not a torch.save file, or one too large or malformed to read.
@@ -267,21 +269,26 @@ def read_torch_file(path: str | Path) -> Any:
         >>> read_torch_file(f)
         {'step': 7}
     """
-    p = Path(path)
-    with p.open("rb") as f:  # one open file: a job may rewrite the path meanwhile
-        if zipfile.is_zipfile(f):
-            f.seek(0)
-            try:
-                return _zip_data_pkl(p, zipfile.ZipFile(f))
-            except (zipfile.BadZipFile, EOFError) as e:
-                raise CheckpointError(f"{p}: a damaged zip file ({e})") from e
+    if not isinstance(source, (str, Path)):
+        return _read_torch(source, Path(getattr(source, "name", "<file>")))
+    with Path(source).open("rb") as f:  # one open file: a job may rewrite the path meanwhile
+        return _read_torch(f, Path(source))
+
+
+def _read_torch(f: BinaryIO, p: Path) -> Any:
+    if zipfile.is_zipfile(f):
         f.seek(0)
-        first = structure(f)
-        if first != _LEGACY_MAGIC:
-            return first  # a plain pickle
-        structure(f)  # protocol version
-        structure(f)  # system info
-        return structure(f)
+        try:
+            return _zip_data_pkl(p, zipfile.ZipFile(f))
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise CheckpointError(f"{p}: a damaged zip file ({e})") from e
+    f.seek(0)
+    first = structure(f)
+    if first != _LEGACY_MAGIC:
+        return first  # a plain pickle
+    structure(f)  # protocol version
+    structure(f)  # system info
+    return structure(f)
 
 
 def _zip_data_pkl(p: Path, z: zipfile.ZipFile) -> Any:

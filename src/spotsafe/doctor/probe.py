@@ -267,7 +267,6 @@ class _Watch:
         self.cwd = cwd
         self.writes = scratch / "writes.log"
         self.started = time.time()
-        self._paths: dict[str, str] = {}  # place -> where its newest checkpoint was seen
 
     def locations(self) -> list[str]:
         """Checkpoint directories outside the scratch, in the order first seen."""
@@ -316,14 +315,7 @@ class _Watch:
 
     def newest(self) -> _Sighting | None:
         """The newest checkpoint in any place the command writes to (None: none yet)."""
-        found = []
-        for place in [str(self.store), *self.locations()]:
-            seen = _look(place, self._paths.get(place))
-            if seen is None:
-                seen = _look(place, None)  # a new path, or a write while reading: again
-            if seen is not None:
-                self._paths[place] = seen.contents.path
-                found.append(seen)
+        found = [s for place in [str(self.store), *self.locations()] if (s := _look(place))]
         if not found:
             return None
         return max(found, key=lambda s: s.contents.step if s.contents.step is not None else -1)
@@ -343,37 +335,31 @@ class _Sighting:
         return (self.contents.path, self.contents.step, self.mtime_ns)
 
 
-def _look(place: str, last_path: str | None) -> _Sighting | None:
-    """The newest checkpoint at ``place``, read while its file did not change (None: none,
-    or mid-write: look again later). ``last_path``: where the last look found it.
+def _look(place: str) -> _Sighting | None:
+    """The newest checkpoint at ``place`` (None: none, or mid-write: look again later).
 
     A job rewrites ``last.pt`` while doctor polls: contents read from the old file and a
-    time taken from the new one would make one checkpoint look like two. So the file is
-    stamped before and after the read, and the sighting kept only if the stamps agree. The
-    path is learnt from the last look, or from a first read.
+    time taken from the new one would make one checkpoint look like two. A file's time is
+    taken from the open file that was read; a folder's, after reading it.
     """
     try:
-        if last_path is None:
-            first = inspect_checkpoint(place)
-            if first is None:
-                return None
-            last_path = first.path
-        stamp = _stamp(last_path)
         found = inspect_checkpoint(place)
     except (CheckpointError, StorageError, OSError):
         return None  # mid-write, or not a checkpoint after all
-    if found is None or found.path != last_path or _stamp(found.path) != stamp:
+    if found is None:
         return None
-    return _Sighting(found, stamp[0] if stamp else None)
+    if found.mtime_ns is not None:
+        return _Sighting(found, found.mtime_ns)
+    stamp = _stamp(found.path)
+    return _Sighting(found, stamp)
 
 
-def _stamp(path: str) -> tuple[int, int, int] | None:
-    """(mtime ns, inode, size) of a local checkpoint file or folder; None for a URL."""
+def _stamp(path: str) -> int | None:
+    """The modification time (ns) of a local checkpoint folder; None for a URL."""
     try:
-        st = Path(path).stat()
+        return Path(path).stat().st_mtime_ns
     except (OSError, ValueError):
         return None
-    return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
 _CHECKPOINTISH = re.compile(
