@@ -12,7 +12,12 @@ import torch
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import WriteItem, WriteItemType
 
-from spotsafe.checkpoint.dcp_storage import _record_start, _serialize
+from spotsafe.checkpoint.dcp_storage import (
+    _record_start,
+    _record_start_zipfile,
+    _scan_archive,
+    _serialize,
+)
 
 
 def saved(t: torch.Tensor) -> memoryview:
@@ -33,6 +38,8 @@ def test_the_record_holds_the_tensor_row_major(tensor: torch.Tensor) -> None:
     blob = saved(tensor)
     start = _record_start(blob, tensor.nbytes)
     assert start is not None
+    # One pass over the central directory finds what zipfile finds, without its fallback.
+    assert _scan_archive(blob) is not None and start == _record_start_zipfile(blob, tensor.nbytes)
     raw = bytes(blob[start : start + tensor.nbytes])
     assert raw == tensor.contiguous().numpy().tobytes()
     assert torch.equal(torch.load(io.BytesIO(bytes(blob)), weights_only=True), tensor)
@@ -48,3 +55,7 @@ def test_anything_else_is_left_to_torch_load() -> None:
         z.writestr("archive/byteorder", b"little")
         z.writestr("archive/data/0", t.numpy().tobytes())
     assert _record_start(out.getbuffer(), t.nbytes) is None  # compressed
+    commented = bytearray(blob) + b"note"  # an archive comment: zipfile reads that layout
+    commented[-len(b"note") - 2 : -len(b"note")] = len(b"note").to_bytes(2, "little")
+    assert _scan_archive(memoryview(commented)) is None
+    assert _record_start(memoryview(bytes(commented)), t.nbytes) == _record_start(blob, t.nbytes)

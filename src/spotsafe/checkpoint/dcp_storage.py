@@ -29,6 +29,7 @@ import dataclasses
 import io
 import pickle
 import secrets
+import struct
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -358,8 +359,12 @@ class StoreReader(StorageReader):
         if start is None:
             return False
         if target.nbytes:
-            raw = torch.frombuffer(blob[start : start + target.nbytes], dtype=torch.uint8)
-            target.reshape(-1).view(torch.uint8).copy_(raw)
+            import numpy as np
+
+            # numpy reads a read-only buffer (a map of the page cache) without a copy or
+            # torch.frombuffer's warning about writability.
+            raw = np.frombuffer(blob, dtype=np.uint8, count=target.nbytes, offset=start)
+            np.copyto(target.reshape(-1).view(torch.uint8).numpy(), raw)
         return True
 
     @classmethod
@@ -401,12 +406,70 @@ def _record_start(blob: memoryview, nbytes: int) -> int | None:
     """Where the tensor bytes of the one-tensor ``torch.save`` archive ``blob`` begin, if
     they are its one stored (uncompressed) data record of ``nbytes`` bytes, little-endian
     like this machine; None otherwise."""
-    import struct
     import sys
-    import zipfile
 
     if sys.byteorder != "little":
         return None
+    try:
+        found = _scan_archive(blob)
+    except (struct.error, ValueError, IndexError):
+        return None
+    if found is None:  # a layout the scan does not know (an archive comment, ZIP64 sizes)
+        return _record_start_zipfile(blob, nbytes)
+    records, others = found
+    data, order = records.get("data"), records.get("byteorder")
+    if others or data is None or order is None:
+        return None
+    if order[1] != 6 or bytes(blob[order[0] : order[0] + 6]) != b"little":
+        return None
+    start, size = data
+    return start if size == nbytes and start + nbytes <= len(blob) else None
+
+
+# The end of the central directory: its entries, size and offset, the archive comment's length.
+_EOCD = struct.Struct("<4s6xHIIH")
+_CENTRAL = struct.Struct("<4s6xH8xIIHHH8xI")  # method, sizes, name/extra/comment, header at
+_LOCAL = struct.Struct("<4s22xHH")  # a local header: name and extra lengths
+
+
+def _scan_archive(blob: memoryview) -> tuple[dict[str, tuple[int, int]], bool] | None:
+    """The stored ``data/0`` and ``byteorder`` records of a ``torch.save`` archive (name ->
+    (where its bytes begin, size)) and whether it holds other data records (or a compressed
+    one), read from its central directory in one pass: ``zipfile`` builds an object per
+    record and cost a restore ~1 ms a tensor. None for a layout this does not read."""
+    end = len(blob) - _EOCD.size
+    if end < 0:
+        return None
+    sig, entries, _size, at, comment = _EOCD.unpack_from(blob, end)
+    if sig != b"PK\x05\x06" or comment or at == 0xFFFFFFFF or entries == 0xFFFF:
+        return None
+    records: dict[str, tuple[int, int]] = {}
+    others = False
+    for _ in range(entries):
+        sig, method, csize, usize, name_len, extra_len, comment_len, header = _CENTRAL.unpack_from(
+            blob, at
+        )
+        if sig != b"PK\x01\x02" or 0xFFFFFFFF in (csize, usize, header):
+            return None
+        start = at + _CENTRAL.size
+        name = bytes(blob[start : start + name_len])
+        at = start + name_len + extra_len + comment_len
+        key = "data" if name.endswith(b"/data/0") else "byteorder"
+        if key == "byteorder" and not name.endswith(b"/byteorder"):
+            others = others or b"/data/" in name
+            continue
+        lsig, lname, lextra = _LOCAL.unpack_from(blob, header)
+        if lsig != b"PK\x03\x04" or method != 0 or csize != usize or key in records:
+            others = True
+            continue
+        records[key] = (header + _LOCAL.size + lname + lextra, usize)
+    return records, others
+
+
+def _record_start_zipfile(blob: memoryview, nbytes: int) -> int | None:
+    """:func:`_record_start` through ``zipfile`` (any archive layout it reads)."""
+    import zipfile
+
     try:
         with zipfile.ZipFile(_View(blob)) as archive:
             infos = archive.infolist()
