@@ -32,6 +32,7 @@ from spotsafe.checkpoint.sharded import sharded_info
 from spotsafe.checkpoint.view import StoreView
 from spotsafe.events import read_events
 from spotsafe.storage import open_store
+from tests.support.s3server import S3Server
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -72,8 +73,9 @@ def flip_byte(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def runs(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("sharded")
+    s3_url = f"s3://{s3_server.create_bucket()}/run"
     # A: an uninterrupted reference, then a run whose rank 1 is signalled after step 7.
     a = torchrun(4, out, f"train:{out / 'ref'}", f"train:{out / 'run'}:stop=7")
     assert "final ref" in a.stdout, a.stderr[-4000:]
@@ -86,9 +88,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # B: the fallback past the flipped byte; then the interrupted run resumed on 4 ranks.
     b = torchrun(4, out, f"fallback:{fb}", f"train:{out / 'run'}:tag=resumed")
     assert b.returncode == 0, b.stderr[-4000:]
-    # C: 2 of the 4 ranks: strict refuses; elastic resumes; then a rank dies mid-save.
-    c = torchrun(2, out, f"strict:{el}", f"train:{el}:tag=el", f"killsave:{el}")
-    return {"out": out, "a": a, "b": b, "c": c, "fb": fb, "el": el, "stopped_at": stopped_at}
+    # C: 2 of the 4 ranks: strict refuses; elastic resumes; saves to S3 and restores from
+    # it; then a rank dies mid-save.
+    c = torchrun(2, out, f"strict:{el}", f"train:{el}:tag=el", f"s3:{s3_url}", f"killsave:{el}")
+    return {"out": out, "a": a, "b": b, "c": c, "fb": fb, "el": el, "stopped_at": stopped_at,
+            "s3": s3_url}  # fmt: skip
 
 
 def test_sigterm_on_one_rank_stops_all_at_one_step_with_75(runs: dict[str, Any]) -> None:
@@ -122,6 +126,20 @@ def test_resume_on_the_same_world_size_is_bitwise_exact(runs: dict[str, Any]) ->
     ref = {r[2]: r[3:] for r in lines(runs["a"], "final ref")}
     resumed = {r[2]: r[3:] for r in lines(runs["b"], "final resumed")}
     assert len(ref) == 4 and resumed == ref
+
+
+def test_periodic_saves_write_in_the_background_what_was_snapshot(runs: dict[str, Any]) -> None:
+    # Each rank wrote its shards of the saves at steps 2, 4 and 6 off the training thread
+    # (the Guard's async saves), and of the stop's save at step 8 on it.
+    writes = {(r[2], r[3]): r[4] for r in lines(runs["a"], "wrote run")}
+    assert writes == {
+        (str(k), str(s)): "1" if s < 8 else "0" for k in range(4) for s in (2, 4, 6, 8)
+    }
+    # Step 6's checkpoint, written while training went on to steps 7 and 8 (each write
+    # waited 0.3 s), holds the state of step 6: the fallback loads exactly that.
+    at6 = {r[2]: r[4] for r in lines(runs["a"], "at run")}
+    fell_back_to = {f[1]: f[4] for f in lines(runs["b"], "fallback")}
+    assert len(at6) == 4 and len(set(at6.values())) == 1 and fell_back_to == at6
 
 
 def test_a_flipped_byte_in_one_shard_sends_every_rank_back(runs: dict[str, Any]) -> None:
@@ -166,6 +184,20 @@ def test_a_rank_killed_mid_save_leaves_the_previous_checkpoint_newest(
     assert newest(store).step == committed
     partial = newest(store, Status.PARTIAL)
     assert partial.step == committed + 1
+
+
+def test_a_sharded_checkpoint_in_s3_resumes_exactly(runs: dict[str, Any]) -> None:
+    c = runs["c"]
+    saved = {r[1]: r[2:] for r in lines(c, "s3saved")}
+    restored = {r[1]: r[2:] for r in lines(c, "s3restored")}
+    assert sorted(saved) == ["0", "1"] and restored == saved, c.stderr[-3000:]
+    assert {s[0] for s in saved.values()} == {"5"}
+    # Saves at steps 2 and 4 in the background, the Guard's last on the training thread.
+    writes = {(r[2], r[3]): r[4] for r in lines(c, "wrote s3")}
+    assert writes == {(k, s): "1" if s != "5" else "0" for k in "01" for s in ("2", "4", "5")}
+    newest_in_s3 = StoreView(runs["s3"]).checkpoints()[0]
+    info = sharded_info(newest_in_s3.manifest)
+    assert newest_in_s3.step == 5 and info is not None and sorted(info.shards) == [0, 1]
 
 
 def cli_without_torch(*commands: list[str]) -> list[tuple[int, str]]:

@@ -7,24 +7,35 @@ scenarios of tests/sharded chained in one process group (each torchrun costs sec
 Actions, in the order given:
 
 - ``train:STORE[:stop=K]``: train from STORE's newest checkpoint (or fresh) to the end
-  (exit 0); with ``stop=K``, rank 1 signals itself (SIGTERM) after step K: every rank exits 75.
+  (exit 0), saving every 2 steps in the background (the Guard's async saves); with
+  ``stop=K``, rank 1 signals itself (SIGTERM) after step K: every rank exits 75, and each
+  background write of the shards waits 0.3 s first, so training changes the live state
+  while the snapshot is written.
 - ``fallback:STORE``: restore STORE into a fresh state; print the step loaded.
 - ``strict:STORE``: restore with ``Checkpointer(elastic=False)``; print what it raised.
+- ``s3:URL``: train 5 steps saving every 2 in the background into URL (an S3 bucket), the
+  Guard's exit saving the last; then restore into a fresh state. Prints ``s3saved`` and
+  ``s3restored RANK STEP DIGEST RNG`` (RNG: a digest of torch's RNG state).
 - ``killsave:STORE``: resume, save at the next step, then die (SIGKILL) on rank 1 in the
   middle of writing its shards during the save after it.
 
 Each rank appends the sample indices it trained on to OUT/seen-TAG-RANK.jsonl and prints
-``final|restored TAG RANK DIGEST`` lines (DIGEST: of the full model and optimizer state).
+``final|restored TAG RANK STEP DIGEST`` lines (DIGEST: of the full model and optimizer
+state), ``at TAG RANK 6 DIGEST`` after step 6, and ``wrote TAG RANK STEP BACKGROUND`` as
+it writes its shards of a checkpoint (BACKGROUND: 1 off the training thread).
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import random
 import signal
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -100,8 +111,29 @@ def digest(model: Any, opt: Any) -> str:
     return h.hexdigest()
 
 
+WRITES: dict[str, Any] = {"tag": "", "slow": False}
+
+
+def watch_writes() -> None:
+    """Print where each rank writes its shards of each checkpoint (see the docstring)."""
+    from spotsafe.checkpoint import dcp_storage
+
+    real = dcp_storage.StoreWriter.write_data
+
+    def write_data(self: Any, plan: Any, planner: Any) -> Any:
+        background = threading.current_thread() is not threading.main_thread()
+        if background and WRITES["slow"]:
+            time.sleep(0.3)
+        step = int(self.directory.rsplit("/", 1)[-1].split("-")[1])
+        print(f"wrote {WRITES['tag']} {dist.get_rank()} {step} {int(background)}", flush=True)
+        return real(self, plan, planner)
+
+    dcp_storage.StoreWriter.write_data = write_data  # type: ignore[method-assign]
+
+
 def train(out: Path, store: str, tag: str, stop: int | None, mesh: Any) -> None:
     rank = dist.get_rank()
+    WRITES.update(tag=tag, slow=stop is not None)
     state, model, opt, (sampler, loader, sched) = build(mesh)
     ckpt = spotsafe.Checkpointer(store, keep_last=3)
     info = ckpt.restore(state)
@@ -120,6 +152,8 @@ def train(out: Path, store: str, tag: str, stop: int | None, mesh: Any) -> None:
                 seen.write(json.dumps([state.epoch, idx.tolist()]) + "\n")
                 seen.flush()
                 guard.step()
+                if state.step == 6:
+                    print(f"at {tag} {rank} {state.step} {digest(model, opt)}", flush=True)
                 if stop is not None and state.step == stop and rank == 1:
                     os.kill(os.getpid(), signal.SIGTERM)  # as when one node is reclaimed
             guard.end_epoch()
@@ -127,11 +161,36 @@ def train(out: Path, store: str, tag: str, stop: int | None, mesh: Any) -> None:
     ckpt.close()
 
 
+def rng_digest() -> str:
+    return xxhash.xxh3_64(torch.get_rng_state().numpy().tobytes()).hexdigest()
+
+
+def s3(url: str, mesh: Any) -> None:
+    rank = dist.get_rank()
+    state, model, opt, (sampler, loader, _sched) = build(mesh)
+    ckpt = spotsafe.Checkpointer(url, keep_last=2)
+    with spotsafe.Guard(ckpt, state, every_steps=2) as guard:
+        sampler.set_epoch(0)
+        for x, y, _idx in itertools.islice(loader, 5):
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            guard.step()
+    ckpt.close()
+    print(f"s3saved {rank} {state.step} {digest(model, opt)} {rng_digest()}", flush=True)
+    fresh, model, opt, _ = build(mesh)
+    info = spotsafe.Checkpointer(url).restore(fresh)
+    assert info is not None
+    print(f"s3restored {rank} {info.step} {digest(model, opt)} {rng_digest()}", flush=True)
+
+
 def fallback(store: str, mesh: Any) -> None:
     state, _model, _opt, _ = build(mesh)
     info = spotsafe.Checkpointer(store).restore(state)
     assert info is not None
-    print(f"fallback {dist.get_rank()} {info.step} {int(info.fell_back)}", flush=True)
+    print(f"fallback {dist.get_rank()} {info.step} {int(info.fell_back)} {digest(_model, _opt)}",
+          flush=True)  # fmt: skip
 
 
 def strict(store: str, mesh: Any) -> None:
@@ -170,8 +229,10 @@ def work(out: str, actions: list[str]) -> None:
     """One rank: the ``actions`` in order, in one process group."""
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    watch_writes()
     for action in actions:
         kind, _, rest = action.partition(":")
+        WRITES.update(tag=kind, slow=False)
         args = rest.split(":")
         if kind == "train":
             opts = dict(a.split("=") for a in args[1:])
@@ -181,6 +242,8 @@ def work(out: str, actions: list[str]) -> None:
             fallback(args[0], mesh)
         elif kind == "strict":
             strict(args[0], mesh)
+        elif kind == "s3":
+            s3(rest, mesh)
         elif kind == "killsave":
             killsave(args[0], mesh)
         else:

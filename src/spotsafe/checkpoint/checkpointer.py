@@ -169,8 +169,9 @@ class PendingSave:
     def wait(self, timeout: float | None = None) -> SaveInfo:
         """Block until the checkpoint is committed; re-raise the error if it failed."""
         error = self._future.exception(timeout)  # waits; raises only on timeout
-        if self._on_waited is not None:
-            self._on_waited()  # the outcome is now reported: the next save need not repeat it
+        on_waited, self._on_waited = self._on_waited, None  # it refers to the Checkpointer
+        if on_waited is not None:
+            on_waited()  # the outcome is now reported: the next save need not repeat it
         if error is not None:
             raise error
         return self._future.result()
@@ -325,9 +326,13 @@ class Checkpointer:
         checkpoint holds the values of this moment even if training changes them right
         after. One save is in flight at a time: a second call waits for the first (the
         back-pressure), and the snapshot buffers are bounded by ``host_buffer_bytes``.
+        Under torch.distributed, sharded (FSDP2 / DTensor) state is saved in the background
+        too (see spotsafe.checkpoint.sharded); replicated (DDP) state synchronously.
         """
-        if distributed.active() or sharded.is_sharded(state):
-            # Collectives must stay on the training thread: distributed saves are synchronous.
+        if sharded.is_sharded(state):  # FSDP2 / DTensor: DCP writes in the background
+            return sharded.save_async(self, state)
+        if distributed.active():
+            # DDP: its collectives stay on the training thread, so its saves are synchronous.
             return _already_done(self.save(state))
         t0 = self.clock()
         self.wait()  # the back-pressure; raises the previous save's error, if unreported
@@ -344,12 +349,16 @@ class Checkpointer:
             return _already_done(self._persist(shot, parts, t0, blocked_until=None))
         parts = self._host_buffers.copy(shot.tensors)
         blocked_until = self.clock()
+        return self._in_background(self._persist, shot.step, shot, parts, t0, blocked_until)
+
+    def _in_background(self, fn: Callable[..., SaveInfo], step: int, *args: Any) -> PendingSave:
+        """Run the save ``fn(*args)`` of ``step`` on the save thread, as the one in flight."""
         if self._executor is None:
             self._executor = cf.ThreadPoolExecutor(
                 1, thread_name_prefix="spotsafe-save", initializer=_lower_priority
             )
-        future = self._executor.submit(self._persist, shot, parts, t0, blocked_until)
-        pending = PendingSave(future, shot.step, on_waited=lambda: self._forget(pending))
+        future = self._executor.submit(fn, *args)
+        pending = PendingSave(future, step, on_waited=lambda: self._forget(pending))
         self._pending = pending
         return pending
 
@@ -514,22 +523,30 @@ class Checkpointer:
         total = ranks.save(
             state, directory, job_id=self.job_id, write_part=write_part, commit_all=commit_all
         )
-        return self._committed_by_all_ranks(state, directory, total, t0)
+        return self._committed_by_all_ranks(state.step, state.epoch, directory, total, t0)
 
     def _committed_by_all_ranks(
-        self, state: TrainState, directory: str, bytes_written: int, t0: float
+        self,
+        step: int,
+        epoch: int,
+        directory: str,
+        bytes_written: int,
+        t0: float,
+        *,
+        blocked_until: float | None = None,
     ) -> SaveInfo:
-        """Record a checkpoint every rank wrote part of (synchronous: durable on return)."""
+        """Record a checkpoint every rank wrote part of, durable now; ``blocked_until``:
+        when the training thread went on, for a save that ended in the background."""
         done = self.clock()
         path = f"{self.store.url}/{directory}"
-        self._last_commit = Commit(step=state.step, epoch=state.epoch, path=path)
+        self._last_commit = Commit(step=step, epoch=epoch, path=path)
         return SaveInfo(
-            step=state.step,
-            epoch=state.epoch,
+            step=step,
+            epoch=epoch,
             path=path,
             bytes_written=bytes_written,
             bytes_total=0,
-            blocking_s=done - t0,
+            blocking_s=(done if blocked_until is None else blocked_until) - t0,
             persist_s=done - t0,
         )
 

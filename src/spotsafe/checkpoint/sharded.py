@@ -62,9 +62,19 @@ other ranks, so the policy is:
   own. Other loaders start the epoch over.
 - An ``elastic`` event records the resume, since it is not bitwise exact.
 
-Collectives run on the training thread only: sharded saves are synchronous (DCP plans with
-a gather and a scatter, and gathers the write results to rank 0; spotsafe adds one gather
-and one broadcast for its commit).
+Saves: :func:`save` runs on the training thread; :func:`save_async` (``save_async``, a
+Guard's periodic saves) copies each rank's shards to host memory there (DCP's stager,
+whose buffers are reused from one save to the next), then hands DCP's save and spotsafe's
+commit to the Checkpointer's save thread, one save in flight. Its collectives are where
+DCP's thread executor puts them - all in the background, none on the training thread: a
+gather of the ranks' plans and a scatter of the global one, a gather of the write results
+to rank 0 and a broadcast of its outcome (DCP's), then a gather of each rank's part and a
+broadcast of the commit's outcome (spotsafe's). They run over a gloo process group of the
+Checkpointer's own (created, a collective, at its first background save), so they never
+interleave with the training thread's collectives on the default group. The training
+thread's only collectives in a save are the broadcast of the directory's name and one
+all-reduce on whether every rank's shards fit ``host_buffer_bytes`` (else the save is
+synchronous).
 """
 
 from __future__ import annotations
@@ -74,6 +84,7 @@ import logging
 import random
 import secrets
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,7 +104,7 @@ from spotsafe.checkpoint.writer import Written
 from spotsafe.errors import CheckpointCorrupt, CheckpointMismatch, ConfigError, StorageError
 
 if TYPE_CHECKING:
-    from spotsafe.checkpoint.checkpointer import Checkpointer, SaveInfo
+    from spotsafe.checkpoint.checkpointer import Checkpointer, PendingSave, SaveInfo
     from spotsafe.state import TrainState
 
 log = logging.getLogger("spotsafe")
@@ -165,6 +176,48 @@ def _dcp_state(objects: Mapping[str, tuple[torch.nn.Module, Any]]) -> dict[str, 
 # -- save --------------------------------------------------------------------------------
 
 
+@dataclass(kw_only=True)
+class _Shot:
+    """What one rank writes of a sharded checkpoint, taken on the training thread."""
+
+    step: int
+    epoch: int
+    directory: str
+    dcp_state: dict[str, Any]  #: DCP's state dict: live (a synchronous save) or staged
+    objects: dict[str, str]  #: name -> "model" | "optimizer", saved through DCP
+    encoded: Any  #: this rank's spotsafe part (its own state; the replicated on rank 0)
+    parts: list[torch.Tensor]  #: the part's tensors, as bytes
+    layouts: list[tuple[str, list[int]]]
+    meta: dict[str, Any]  #: the manifest's metadata (rank 0's is committed)
+
+
+def _shot(ckpt: Checkpointer, state: TrainState, dcp_state: dict[str, Any], *, copy: bool) -> _Shot:
+    rank, world = distributed.rank_and_world()
+    objects = dcp_objects(state)
+    part: dict[str, Any] = {
+        "rank": state.rank_state_dict(),
+        "shared": state.shared_state_dict(skip=objects) if rank == 0 else None,
+    }
+    tensors: list[torch.Tensor] = []
+    encoded = tree.encode(part, tensors)
+    parts = cpu_bytes(tensors)
+    meta = state.metadata()
+    meta["world_size"] = world
+    if ckpt.job_id is not None:
+        meta["job_id"] = ckpt.job_id
+    return _Shot(
+        step=state.step,
+        epoch=state.epoch,
+        directory=checkpoint_dir(state.step, distributed.broadcast(secrets.token_hex(4))),
+        dcp_state=dcp_state,
+        objects={n: "model" if o is None else "optimizer" for n, (_, o) in objects.items()},
+        encoded=encoded,
+        parts=[p.clone() for p in parts] if copy else parts,
+        layouts=layouts_of(tensors),
+        meta=meta,
+    )
+
+
 def save(ckpt: Checkpointer, state: TrainState, t0: float) -> SaveInfo:
     """Commit a sharded checkpoint of ``state``; every rank calls it at the same step, and
     every rank returns (or raises) once the checkpoint is committed (or is not).
@@ -172,39 +225,115 @@ def save(ckpt: Checkpointer, state: TrainState, t0: float) -> SaveInfo:
     Raises:
         StorageError: some rank's write, DCP's, or the commit failed: nothing was committed.
     """
+    shot = _shot(ckpt, state, _dcp_state(dcp_objects(state)), copy=False)
+    return _write(ckpt, shot, t0, None, None)
+
+
+@dataclass
+class _Async:
+    """A Checkpointer's means for background sharded saves: its own process group, so the
+    save's collectives never interleave with the training thread's, and DCP's stager, whose
+    host copies are reused from one save to the next."""
+
+    group: Any
+    stager: Any
+
+
+_ASYNC: weakref.WeakKeyDictionary[Checkpointer, _Async] = weakref.WeakKeyDictionary()
+
+
+def save_async(ckpt: Checkpointer, state: TrainState) -> PendingSave:
+    """Snapshot ``state`` (each rank's shards copied to host memory by DCP's stager) on the
+    training thread, write and commit it in the background; every rank calls it at the
+    same step. Synchronous where this rank's shards exceed ``host_buffer_bytes`` on any
+    rank.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+    t0 = ckpt.clock()
+    ckpt.wait()  # one save in flight; raises the previous one's error, if unreported
+    ckpt._claim_store()
+    dcp_state = _dcp_state(dcp_objects(state))
+    limit = ckpt.host_buffer_bytes
+    if not distributed.all_true(limit is None or _local_bytes(dcp_state) <= limit):
+        log.warning("a rank's shards exceed host_buffer_bytes=%s: saving synchronously", limit)
+        return _done(save(ckpt, state, t0))
+    means = _ASYNC.get(ckpt)
+    if means is None:  # once per Checkpointer, on every rank at the same save: a collective
+        means = _Async(
+            group=dist.new_group(backend="gloo"),
+            stager=DefaultStager(StagingOptions(False, False, False, False)),
+        )
+        _ASYNC[ckpt] = means
+    staged = means.stager.stage(dcp_state)  # copies: training may change the state now
+    shot = _shot(ckpt, state, staged, copy=True)
+    blocked_until = ckpt.clock()
+    return ckpt._in_background(_write, shot.step, ckpt, shot, t0, blocked_until, means.group)
+
+
+def _local_bytes(dcp_state: Any) -> int:
+    """Bytes of this rank's tensors (its shards) in ``dcp_state``."""
+    from torch.distributed.tensor import DTensor
+
+    total = 0
+    todo = [dcp_state]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            todo.extend(node.values())
+        elif isinstance(node, list | tuple):
+            todo.extend(node)
+        elif isinstance(node, DTensor):
+            total += node.to_local().nbytes
+        elif isinstance(node, torch.Tensor):
+            total += node.nbytes
+    return total
+
+
+def _done(info: SaveInfo) -> PendingSave:
+    import concurrent.futures as cf
+
+    from spotsafe.checkpoint.checkpointer import PendingSave
+
+    future: cf.Future[SaveInfo] = cf.Future()
+    future.set_result(info)
+    return PendingSave(future, info.step)
+
+
+def _write(
+    ckpt: Checkpointer, shot: _Shot, t0: float, blocked_until: float | None, group: Any
+) -> SaveInfo:
+    """Write ``shot`` (every rank, at once) and commit it. On the training thread
+    (``group`` None: the default process group) or the save thread (``group``: the
+    Checkpointer's own), where it runs the collectives of DCP's save - a gather of the
+    ranks' plans and a scatter of the global one, a gather of their write results to rank 0
+    and a broadcast of its outcome - then spotsafe's: a gather of each rank's part to rank
+    0 and a broadcast of the commit's outcome."""
     from torch.distributed.checkpoint import state_dict_saver
 
     from spotsafe.checkpoint.dcp_storage import StoreWriter
 
     rank, world = distributed.rank_and_world()
-    directory = checkpoint_dir(state.step, distributed.broadcast(secrets.token_hex(4)))
-    objects = dcp_objects(state)
+    directory = shot.directory
     writer = StoreWriter(ckpt.store, directory, threads=ckpt.io_threads)
     with ckpt._writing(directory):
         ckpt._check_writable()
         try:
-            state_dict_saver.save(_dcp_state(objects), storage_writer=writer)
+            state_dict_saver.save(shot.dcp_state, storage_writer=writer, process_group=group)
         except Exception as e:
             # DCP gathers every rank's failure and raises the same error on all ranks, so
             # they all stop here together; nothing is committed without a manifest.
             raise StorageError(
-                f"sharded checkpoint at step {state.step}: DCP save failed: {e}"
+                f"sharded checkpoint at step {shot.step}: DCP save failed: {e}"
             ) from e
-        part: dict[str, Any] = {
-            "rank": state.rank_state_dict(),
-            "shared": state.shared_state_dict(skip=objects) if rank == 0 else None,
-        }
-        tensors: list[torch.Tensor] = []
-        encoded = tree.encode(part, tensors)
         mine: Any
         try:
-            written = ckpt._write(
-                f"{directory}/rank-{rank:05d}", cpu_bytes(tensors), layouts_of(tensors)
-            )
-            mine = (encoded, dataclasses.asdict(written))
+            written = ckpt._write(f"{directory}/rank-{rank:05d}", shot.parts, shot.layouts)
+            mine = (shot.encoded, dataclasses.asdict(written))
         except StorageError as e:
             mine = f"rank {rank}: {e}"
-        gathered = distributed.gather(mine)
+        gathered = _gather(mine, group)
         error = None
         total = 0
         if gathered is not None:  # rank 0 commits once every rank's part is durable
@@ -215,28 +344,46 @@ def save(ckpt: Checkpointer, state: TrainState, t0: float) -> SaveInfo:
                     "format": FORMAT,
                     "world_size": world,
                     "contiguous": True,  # StoreWriter saves every tensor row-major
-                    "objects": {
-                        n: "model" if o is None else "optimizer" for n, (_, o) in objects.items()
-                    },
+                    "objects": shot.objects,
                 }
                 combined["$dict"].append([SHARDED_KEY, tree.encode(info, [])])
                 written = _with_dcp_files(own, directory, writer.files)
                 total = written.bytes_written
-                meta = state.metadata()
-                meta["world_size"] = world
-                if ckpt.job_id is not None:
-                    meta["job_id"] = ckpt.job_id
-                shot = Snapshot(
-                    step=state.step, epoch=state.epoch, tree=combined, tensors=[], meta=meta
+                snapshot = Snapshot(
+                    step=shot.step, epoch=shot.epoch, tree=combined, tensors=[], meta=shot.meta
                 )
                 try:
-                    ckpt._commit(directory, shot, written, t0, blocked_until=None)
+                    ckpt._commit(directory, snapshot, written, t0, blocked_until=blocked_until)
                 except StorageError as e:
                     error = f"rank 0: {e}"
-        error = distributed.broadcast(error)
+        error = _broadcast(error, group)
     if error is not None:
-        raise StorageError(f"sharded checkpoint at step {state.step} failed: {error}")
-    return ckpt._committed_by_all_ranks(state, directory, total, t0)
+        raise StorageError(f"sharded checkpoint at step {shot.step} failed: {error}")
+    return ckpt._committed_by_all_ranks(
+        shot.step, shot.epoch, directory, total, t0, blocked_until=blocked_until
+    )
+
+
+def _gather(value: Any, group: Any) -> list[Any] | None:
+    """Every rank's ``value`` on rank 0 over ``group`` (None: the default group)."""
+    if group is None:
+        return distributed.gather(value)
+    import torch.distributed as dist
+
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, out, dst=0, group=group)
+    return out
+
+
+def _broadcast(value: Any, group: Any) -> Any:
+    """Rank 0's ``value`` on every rank, over ``group`` (None: the default group)."""
+    if group is None:
+        return distributed.broadcast(value)
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=group)
+    return box[0]
 
 
 def _with_dcp_files(own: Written, directory: str, files: Mapping[str, Any]) -> Written:
