@@ -238,7 +238,7 @@ def test_unreachable_endpoint_fails_within_the_bound(op: str) -> None:
     t0 = time.monotonic()
     with pytest.raises(StorageError, match="gave up after") as info:
         calls[op]()
-    assert time.monotonic() - t0 < 4.0
+    assert time.monotonic() - t0 < 20.0  # bounded (unbounded: until the test's timeout)
     assert info.value.retryable is True
     assert not isinstance(info.value, ObjectMissing)
 
