@@ -395,13 +395,14 @@ class Guard:
             return
         self._pending = None
         try:
-            info = self.checkpointer.wait()
+            # This save's own outcome: a distributed save committed before save_async
+            # returned, and the Checkpointer holds no save in flight to wait for.
+            info = pending.wait()
         except StorageError as e:
             self._save_failed(e)
             return
-        if info is not None:
-            self._persist_s = info.persist_s
-            self._saved(info, self._pending_at)
+        self._persist_s = info.persist_s
+        self._saved(info, self._pending_at)
 
     def _saved(self, info: SaveInfo, at: tuple[int, int] | None = None) -> None:
         """Note the commit ``info`` of the state at ``at`` (step, epoch); default: the

@@ -52,12 +52,15 @@ class Noisy(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def one_run(spec: dict[str, Any], out: Path) -> int:
-    set_seed(0)
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
+    set_seed(0, device_specific=True)  # under DDP, seed 0 + rank: each rank its own streams
     model: Any = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 1))
     opt: Any = torch.optim.AdamW(model.parameters(), lr=0.01)
     sched: Any = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.8)
-    data = torch.utils.data.DataLoader(Noisy(32, 1), batch_size=4, shuffle=True, num_workers=2)
+    # Under DDP each of the 2 ranks trains on half: twice the samples, the same steps.
+    data = torch.utils.data.DataLoader(
+        Noisy(32 * accelerator.num_processes, 1), batch_size=4, shuffle=True, num_workers=2
+    )
     model, opt, loader, sched = accelerator.prepare(model, opt, data, sched)
     sig, at_step = spec.get("signal"), spec.get("at_step", -1)
 
@@ -124,3 +127,12 @@ def scenarios(work: Path, stop: int) -> dict[str, Any]:
     results["native_term"] = run("native_term", {**native, "signal": signal.SIGTERM, "at_step": 7})
     results["native_resume"] = run("native_resume", {**native, "resume": True})
     return results
+
+
+def ddp_scenarios(work: Path, stop: int) -> dict[str, Any]:
+    """The 2-rank DDP scenario of :func:`integrations_common.ddp_scenarios`."""
+    reference = {"kind": "plain"}
+    term = {"signal": signal.SIGTERM}
+    return common.ddp_scenarios(
+        one_run, work, stop=stop, steps=STEPS, reference=reference, term=term
+    )

@@ -3,13 +3,15 @@ of the integration modules, in one process.
 
     python -m tests.support.integrations_child WORKDIR PLAN
 
-PLAN is JSON: ``{"transformers": STOP, "lightning": STOP, "accelerate": STOP, "doctest":
-[MODULE, ...]}``, any subset. Importing a framework costs seconds of CPU (torch's compiler
-stack, sympy, ...), most of it shared by all three, so this process imports what the plan
-needs once, and every training run is a forked grandchild (a real process: real signals, its
-own exit status; see tests/support/integrations_common.py). Each part writes its results
-under its name in WORKDIR/results.json; a part that fails records its traceback there, and
-the others still run. The parts run side by side, two at a time.
+PLAN is JSON: ``{"transformers": STOP, "lightning": STOP, "accelerate": STOP,
+"transformers_ddp": STOP, "lightning_ddp": STOP, "accelerate_ddp": STOP, "doctest": [MODULE,
+...]}``, any subset (a ``_ddp`` part runs the framework's 2-rank DDP scenario). Importing a
+framework costs seconds of CPU (torch's compiler stack, sympy, ...), most of it shared by all
+three, so this process imports what the plan needs once, and every training run is a forked
+grandchild (a real process: real signals, its own exit status; a DDP run, one per rank; see
+tests/support/integrations_common.py). Each part writes its results under its name in
+WORKDIR/results.json; a part that fails records its traceback there, and the others still
+run. The parts run side by side, two at a time.
 """
 
 from __future__ import annotations
@@ -33,12 +35,22 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 PARALLEL = 2  # parts at a time: the 2 cores the suite runs on
-ORDER = ("lightning", "transformers", "accelerate", "doctest")  # the longest first
+# The longest first
+ORDER = (
+    "transformers_ddp",
+    "lightning",
+    "accelerate_ddp",
+    "transformers",
+    "lightning_ddp",
+    "accelerate",
+    "doctest",
+)
 SCENARIOS = {
     "transformers": "tests.support.integrations_hf",
     "lightning": "tests.support.integrations_lightning",
     "accelerate": "tests.support.integrations_accelerate",
 }
+DDP = "_ddp"  # the suffix of a part that runs a framework's 2-rank DDP scenario
 
 # Imported on first use inside a training run: imported here once, not in every forked run
 # (s3fs alone costs 1.7 s of CPU a run: Lightning's ModelCheckpoint asks whether its folder is
@@ -75,6 +87,8 @@ def start(part: str, arg: Any, work: Path, modules: dict[str, Any]) -> int:
             try:
                 if part == "doctest":
                     result = run_doctests(arg)
+                elif part.endswith(DDP):
+                    result = modules[part.removesuffix(DDP)].ddp_scenarios(folder, int(arg))
                 else:
                     result = modules[part].scenarios(folder, int(arg))
             except BaseException:
@@ -95,7 +109,8 @@ def main() -> None:
     torch.set_num_threads(1)
     for name in WARM:
         importlib.import_module(name)
-    modules = {part: importlib.import_module(SCENARIOS[part]) for part in plan if part in SCENARIOS}
+    frameworks = {part.removesuffix(DDP) for part in plan} & set(SCENARIOS)
+    modules = {part: importlib.import_module(SCENARIOS[part]) for part in frameworks}
     for name in plan.get("doctest", []):
         importlib.import_module(name)
     # What is imported stays out of the forked runs' garbage collections: a collection

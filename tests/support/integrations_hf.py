@@ -112,7 +112,8 @@ def build(out: Path, *, save_steps: int | None) -> dict[str, Any]:
     return {
         "model": model,
         "args": args,
-        "train_dataset": Tokens(EXAMPLES, 1),
+        # Under DDP each of the 2 ranks trains on half: twice the sequences, the same steps.
+        "train_dataset": Tokens(EXAMPLES * int(os.environ.get("WORLD_SIZE", "1")), 1),
         "eval_dataset": Tokens(8, 2),
     }
 
@@ -160,3 +161,12 @@ def scenarios(work: Path, stop: int) -> dict[str, Any]:
     common.flip_byte(work / "native" / "checkpoint-6" / "model.safetensors")
     results["native_corrupt_resume"] = run("native_corrupt_resume", {**native, "resume": True})
     return results
+
+
+def ddp_scenarios(work: Path, stop: int) -> dict[str, Any]:
+    """The 2-rank DDP scenario of :func:`integrations_common.ddp_scenarios`."""
+    reference = {"kind": "plain"}
+    term = {"signal": signal.SIGTERM, "mid_window": True}
+    return common.ddp_scenarios(
+        one_run, work, stop=stop, steps=STEPS, reference=reference, term=term
+    )

@@ -32,6 +32,7 @@ from tests.support import integrations_common as common
 EPOCHS = 2
 STEPS = 12  # 48 samples / (batch 4 x accumulation 2) = 6 optimizer steps an epoch
 EVERY = 3
+DDP_STEPS = 6  # 2 ranks: each trains on half the samples, 3 optimizer steps an epoch
 
 
 class Noisy(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -123,7 +124,8 @@ def one_run(spec: dict[str, Any], out: Path) -> int:
         accumulate_grad_batches=2,
         val_check_interval=0.5,
         accelerator="cpu",
-        devices=1,
+        devices=spec.get("world", 1),
+        strategy="ddp" if spec.get("world") else "auto",
         callbacks=callbacks,
         default_root_dir=str(out),
         logger=False,
@@ -164,3 +166,12 @@ def scenarios(work: Path, stop: int) -> dict[str, Any]:
     last = work / "native" / "steps" / "last.ckpt"
     results["native_resume"] = run("native_resume", {**native, "ckpt_path": str(last)})
     return results
+
+
+def ddp_scenarios(work: Path, stop: int) -> dict[str, Any]:
+    """The 2-rank DDP scenario of :func:`integrations_common.ddp_scenarios`."""
+    reference = {"kind": "spotsafe", "store": str(work / "ref")}
+    term = {"signal": signal.SIGTERM}
+    return common.ddp_scenarios(
+        one_run, work, stop=stop, steps=DDP_STEPS, reference=reference, term=term
+    )

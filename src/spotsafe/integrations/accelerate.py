@@ -39,7 +39,7 @@ from spotsafe.state import TrainState
 
 try:
     from accelerate import Accelerator
-    from accelerate.data_loader import DataLoaderAdapter
+    from accelerate.data_loader import BatchSamplerShard, DataLoaderAdapter
 except ImportError as e:  # pragma: no cover - the extra is missing
     raise ImportError(install_hint("accelerate")) from e
 
@@ -124,7 +124,15 @@ class _ShardIteration:
 
     @property
     def sampler(self) -> Any:
-        return self.shard.base_dataloader.sampler
+        base = self.shard.base_dataloader
+        if isinstance(base.batch_sampler, BatchSamplerShard):
+            # Under DDP Accelerate shards the batches: the loader's own `sampler` is then a
+            # placeholder, and the shuffle (with the generator Accelerate synchronizes over
+            # the ranks at each epoch's start) is the sampler inside the shard.
+            inner = getattr(base.batch_sampler.batch_sampler, "sampler", None)
+            if inner is not None:
+                return inner
+        return base.sampler
 
     @property
     def batch_sampler(self) -> Any:

@@ -48,6 +48,7 @@ from spotsafe.state import TrainState
 
 try:
     import lightning.pytorch as pl
+    from lightning.fabric.utilities.data import _set_sampler_epoch
     from lightning.fabric.utilities.warnings import PossibleUserWarning
     from torch.utils.data import DataLoader
 except ImportError as e:  # pragma: no cover - the extra is missing
@@ -172,6 +173,12 @@ class SpotsafeCallback(pl.Callback):
                 loader.load_state_dict(position)
             put_rng(resumed.rng)
         if not ended:
+            # A DistributedSampler's order follows its epoch, which Lightning sets only after
+            # this hook (on_advance_start): set it now, as Lightning will, for the replay.
+            progress: Any = trainer.fit_loop.epoch_progress.current  # typed as its base class
+            epoch = int(progress.processed)
+            for loader in combined.flattened:
+                _set_sampler_epoch(loader, epoch)
             # Lightning iterated the loaders before any callback could record them: iterate
             # again through the recorders (a resumed epoch replays its start and skips the
             # batches already trained on, then puts every RNG back). After an epoch's end,
@@ -181,6 +188,9 @@ class SpotsafeCallback(pl.Callback):
             lightning=Live(self._lightning_state, _refuse_direct_load),
             loaders=Live(self._loader_positions, _refuse_direct_load),
         )
+        # Under DDP each rank saves its own loader positions (the RNG states its epochs began
+        # with differ per rank); Lightning's checkpoint is replicated, written by rank 0.
+        self.state.per_rank.add("loaders")
         self.state.step = self._seen_step = trainer.global_step
         self.state.epoch = trainer.current_epoch
         # Entered after Lightning installed its SIGTERM handler: the Guard's replaces it

@@ -138,7 +138,17 @@ class SpotsafeCallback(TrainerCallback):
         scaler = self._scaler()
         if scaler is not None:
             objects["scaler"] = scaler
+        trainer = self.trainer
+        if trainer is not None:
+            # The floating-point operations counted since the Trainer last summed them over
+            # the ranks (store_flos, a collective: never called from a save, which only
+            # rank 0 makes of the replicated parts); each rank keeps its own count.
+            objects["flos"] = Live(
+                lambda: {"current": float(trainer.current_flos)}, _refuse_direct_load
+            )
         self.state = TrainState(**objects)
+        if "flos" in objects:
+            self.state.per_rank.add("flos")
         self.state.step = state.global_step
         self.state.epoch = int(state.epoch or 0)
         self.guard = self.options.guard(self.checkpointer, self.state)
@@ -190,7 +200,6 @@ class SpotsafeCallback(TrainerCallback):
         assert hf is not None
         trainer = self.trainer
         if trainer is not None:
-            trainer.store_flos()
             # As the Trainer's own _save_checkpoint does: stateful callbacks (early stopping,
             # the control flags) write their state into the TrainerState first.
             saved: dict[str, Any] = hf.stateful_callbacks  # type: ignore[assignment]
@@ -209,7 +218,7 @@ def _refuse_direct_load(value: Any) -> None:
     raise TypeError("the TrainerState is restored by SpotsafeTrainer.train()")
 
 
-_PARTS = ["model", "optimizer", "scheduler", "trainer_state"]
+_PARTS = ["model", "optimizer", "scheduler", "trainer_state", "flos"]
 
 
 class SpotsafeTrainer(Trainer):
@@ -272,6 +281,7 @@ class SpotsafeTrainer(Trainer):
                 with open(os.path.join(folder, TRAINER_STATE_NAME), "w") as f:
                     f.write(resumed.parts["trainer_state"]["json"])
                 self._spotsafe_resume = resumed
+                self.current_flos = resumed.parts["flos"]["current"]
                 resume_from_checkpoint = folder
         try:
             return super().train(
