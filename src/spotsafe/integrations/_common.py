@@ -79,46 +79,55 @@ def put_rng(saved: Mapping[str, Any]) -> None:
     rng.restore(dict(saved))
 
 
-@dataclass(slots=True, kw_only=True)
-class GuardOptions:
-    """The Guard's settings an integration passes through (see :class:`spotsafe.Guard`)."""
+class GuardedCallback:
+    """What the framework callbacks share: where checkpoints go, the Guard's settings, and a
+    Guard entered and left by the framework's hooks rather than by a ``with`` block.
 
-    every_steps: int | None = None
-    every_s: float | None = None
-    max_lost_work_s: float | None = None
-    exit_code: int = EXIT_PREEMPTED
-    watchers: list[Watcher] | None = None
-    async_saves: bool = True
+    Args:
+        store: where checkpoints go (a path or fsspec URL); None means ``$SPOTSAFE_STORE``.
+        checkpointer: a Checkpointer to use instead of one built from ``store``.
+        every_steps, every_s, max_lost_work_s, exit_code, watchers, async_saves: the
+            :class:`spotsafe.Guard`'s settings (default: the interval policy of the pool).
+    """
 
-    def guard(self, checkpointer: Checkpointer, state: TrainState) -> Guard:
-        return Guard(
-            checkpointer,
-            state,
-            every_steps=self.every_steps,
-            every_s=self.every_s,
-            max_lost_work_s=self.max_lost_work_s,
-            exit_code=self.exit_code,
-            watchers=self.watchers,
-            async_saves=self.async_saves,
-        )
+    def __init__(
+        self,
+        store: str | os.PathLike[str] | None = None,
+        *,
+        checkpointer: Checkpointer | None = None,
+        every_steps: int | None = None,
+        every_s: float | None = None,
+        max_lost_work_s: float | None = None,
+        exit_code: int = EXIT_PREEMPTED,
+        watchers: list[Watcher] | None = None,
+        async_saves: bool = True,
+    ) -> None:
+        self.checkpointer = checkpointer if checkpointer is not None else Checkpointer(store)
+        self._guard_settings: dict[str, Any] = {
+            "every_steps": every_steps,
+            "every_s": every_s,
+            "max_lost_work_s": max_lost_work_s,
+            "exit_code": exit_code,
+            "watchers": watchers,
+            "async_saves": async_saves,
+        }
+        self.guard: Guard | None = None
+        self.state: TrainState | None = None
 
+    def enter(self, state: TrainState) -> None:
+        """Guard ``state`` from now on: a framework hook at the start of training."""
+        self.state = state
+        self.guard = Guard(self.checkpointer, state, **self._guard_settings)
+        self.guard.__enter__()
 
-def checkpointer_for(
-    store: str | os.PathLike[str] | None, checkpointer: Checkpointer | None
-) -> Checkpointer:
-    """The Checkpointer given, or one for ``store`` (None: ``$SPOTSAFE_STORE``)."""
-    if checkpointer is not None:
-        return checkpointer
-    return Checkpointer(store)
-
-
-def leave(
-    guard: Guard | None,
-    exc_type: type[BaseException] | None = None,
-    exc: BaseException | None = None,
-    tb: TracebackType | None = None,
-) -> None:
-    """Leave ``guard`` as a ``with`` block would: normally (save the final state) or with
-    the exception that ended training (its own stop included)."""
-    if guard is not None and guard._entered:
-        guard.__exit__(exc_type, exc, tb)
+    def leave(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        """Leave the Guard as a ``with`` block would: normally (saving the final state) or
+        with the exception that ended training (its own stop included)."""
+        guard, self.guard = self.guard, None
+        if guard is not None and guard._entered:
+            guard.__exit__(exc_type, exc, tb)

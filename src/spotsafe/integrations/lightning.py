@@ -24,26 +24,20 @@ at ``on_train_start`` (Lightning iterates it before any callback can wrap it).
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from typing import Any
 
 from spotsafe import rng
-from spotsafe.checkpoint import Checkpointer
 from spotsafe.data import ResumableLoader
 from spotsafe.errors import ConfigError
-from spotsafe.guard import EXIT_PREEMPTED, Guard
 from spotsafe.integrations import install_hint
 from spotsafe.integrations._common import (
-    GuardOptions,
+    GuardedCallback,
     Live,
     Resumed,
-    checkpointer_for,
-    leave,
     put_rng,
     restore_parts,
 )
-from spotsafe.interrupt import Watcher
 from spotsafe.state import TrainState
 
 try:
@@ -71,7 +65,7 @@ _NOT_SAVED = (
 _PARTS = ["lightning", "loaders"]
 
 
-class SpotsafeCallback(pl.Callback):
+class SpotsafeCallback(GuardedCallback, pl.Callback):
     """Resume, save and stop a Lightning ``fit`` through spotsafe.
 
     Args:
@@ -90,34 +84,11 @@ class SpotsafeCallback(pl.Callback):
         3
     """
 
-    def __init__(
-        self,
-        store: str | os.PathLike[str] | None = None,
-        *,
-        checkpointer: Checkpointer | None = None,
-        every_steps: int | None = None,
-        every_s: float | None = None,
-        max_lost_work_s: float | None = None,
-        exit_code: int = EXIT_PREEMPTED,
-        watchers: list[Watcher] | None = None,
-        async_saves: bool = True,
-    ) -> None:
-        self.checkpointer = checkpointer_for(store, checkpointer)
-        self.options = GuardOptions(
-            every_steps=every_steps,
-            every_s=every_s,
-            max_lost_work_s=max_lost_work_s,
-            exit_code=exit_code,
-            watchers=watchers,
-            async_saves=async_saves,
-        )
-        self.guard: Guard | None = None
-        self.state: TrainState | None = None
-        self._trainer: pl.Trainer | None = None
-        self._resumed: Resumed | None = None
-        self._loaders: list[ResumableLoader] = []
-        self._rng_before_validation: dict[str, Any] | None = None
-        self._seen_step = 0  # the optimizer step the last training batch ended
+    _trainer: pl.Trainer | None = None
+    _resumed: Resumed | None = None
+    _loaders: tuple[ResumableLoader, ...] = ()  # the training loaders' recorders
+    _rng_before_validation: dict[str, Any] | None = None
+    _seen_step = 0  # the optimizer step the last training batch ended
 
     # ----------------------------------------------------------------- resume
 
@@ -147,14 +118,15 @@ class SpotsafeCallback(pl.Callback):
         fetcher = trainer.fit_loop._data_fetcher
         if combined is None or fetcher is None:
             raise ConfigError("SpotsafeCallback: Lightning has no training loader at train start")
-        self._loaders = []
+        loaders = []
         for loader in combined.flattened:
             if not isinstance(loader, DataLoader):
                 raise ConfigError(
                     f"SpotsafeCallback: the training loader is a {type(loader).__name__}; only"
                     " torch DataLoaders resume exactly"
                 )
-            self._loaders.append(ResumableLoader(loader))
+            loaders.append(ResumableLoader(loader))
+        self._loaders = tuple(loaders)
         resumed, self._resumed = self._resumed, None
         ended = False
         if resumed is not None:
@@ -195,8 +167,7 @@ class SpotsafeCallback(pl.Callback):
         self.state.epoch = trainer.current_epoch
         # Entered after Lightning installed its SIGTERM handler: the Guard's replaces it
         # (Lightning's would stop at the epoch's end with exit 0) and is put back on exit.
-        self.guard = self.options.guard(self.checkpointer, self.state)
-        self.guard.__enter__()
+        self.enter(self.state)
         # A resumed run may validate before its first batch (the saved step's validation).
         self._rng_before_validation = rng.capture()
 
@@ -238,17 +209,15 @@ class SpotsafeCallback(pl.Callback):
             rng.restore(saved)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        guard, self.guard = self.guard, None
         if self.state is not None:  # the last step may have ended an epoch, uncounted
             self.state.step = trainer.global_step
             self.state.epoch = trainer.current_epoch
-        leave(guard)  # saves the final state
+        self.leave()  # saves the final state
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        guard, self.guard = self.guard, None
-        leave(guard, type(exception), exception, exception.__traceback__)
+        self.leave(type(exception), exception, exception.__traceback__)
 
     # ----------------------------------------------------------------- state
 

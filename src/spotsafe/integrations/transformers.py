@@ -40,19 +40,14 @@ try:
 except ImportError as e:  # pragma: no cover - the extra is missing
     raise ImportError(install_hint("transformers")) from e
 
-from spotsafe.checkpoint import Checkpointer
 from spotsafe.errors import ConfigError
-from spotsafe.guard import EXIT_PREEMPTED, Guard
 from spotsafe.integrations._common import (
-    GuardOptions,
+    GuardedCallback,
     Live,
     Resumed,
-    checkpointer_for,
-    leave,
     put_rng,
     restore_parts,
 )
-from spotsafe.interrupt import Watcher
 from spotsafe.state import TrainState
 
 __all__ = ["SpotsafeCallback", "SpotsafeTrainer"]
@@ -62,7 +57,7 @@ log = logging.getLogger("spotsafe")
 TRAINER_STATE_NAME = "trainer_state.json"  # the one file the Trainer's resume path opens
 
 
-class SpotsafeCallback(TrainerCallback):
+class SpotsafeCallback(GuardedCallback, TrainerCallback):
     """Saves the Trainer's full state through spotsafe and stops cleanly when asked.
 
     Used by :class:`SpotsafeTrainer`, which adds automatic resume. Alone, on a plain
@@ -83,33 +78,10 @@ class SpotsafeCallback(TrainerCallback):
         3
     """
 
-    def __init__(
-        self,
-        store: str | os.PathLike[str] | None = None,
-        *,
-        checkpointer: Checkpointer | None = None,
-        every_steps: int | None = None,
-        every_s: float | None = None,
-        max_lost_work_s: float | None = None,
-        exit_code: int = EXIT_PREEMPTED,
-        watchers: list[Watcher] | None = None,
-        async_saves: bool = True,
-    ) -> None:
-        self.checkpointer = checkpointer_for(store, checkpointer)
-        self.options = GuardOptions(
-            every_steps=every_steps,
-            every_s=every_s,
-            max_lost_work_s=max_lost_work_s,
-            exit_code=exit_code,
-            watchers=watchers,
-            async_saves=async_saves,
-        )
-        self.guard: Guard | None = None
-        self.state: TrainState | None = None
-        #: The Trainer, when a SpotsafeTrainer owns this callback: it then marks step
-        #: boundaries itself, after each step's logging, evaluation and save.
-        self.trainer: Trainer | None = None
-        self._hf_state: TrainerState | None = None
+    #: The Trainer, when a SpotsafeTrainer owns this callback: it then marks step boundaries
+    #: itself, after each step's logging, evaluation and save.
+    trainer: Trainer | None = None
+    _hf_state: TrainerState | None = None
 
     # ----------------------------------------------------------------- hooks
 
@@ -151,8 +123,7 @@ class SpotsafeCallback(TrainerCallback):
             self.state.per_rank.add("flos")
         self.state.step = state.global_step
         self.state.epoch = int(state.epoch or 0)
-        self.guard = self.options.guard(self.checkpointer, self.state)
-        self.guard.__enter__()
+        self.enter(self.state)
 
     def on_step_end(
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -163,8 +134,7 @@ class SpotsafeCallback(TrainerCallback):
     def on_train_end(
         self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        guard, self.guard = self.guard, None
-        leave(guard)  # saves the final state
+        self.leave()  # saves the final state
 
     # ----------------------------------------------------------------- steps
 
@@ -185,8 +155,7 @@ class SpotsafeCallback(TrainerCallback):
 
     def abort(self, exc_type: type[BaseException], exc: BaseException, tb: Any = None) -> None:
         """Leave the Guard after ``exc`` ended training (its own stop included)."""
-        guard, self.guard = self.guard, None
-        leave(guard, exc_type, exc, tb)
+        self.leave(exc_type, exc, tb)
 
     # ----------------------------------------------------------------- state
 
