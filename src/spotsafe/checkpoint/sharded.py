@@ -245,8 +245,8 @@ _ASYNC: weakref.WeakKeyDictionary[Checkpointer, _Async] = weakref.WeakKeyDiction
 def save_async(ckpt: Checkpointer, state: TrainState) -> PendingSave:
     """Snapshot ``state`` (each rank's shards copied to host memory by DCP's stager) on the
     training thread, write and commit it in the background; every rank calls it at the
-    same step. Synchronous where this rank's shards exceed ``host_buffer_bytes`` on any
-    rank.
+    same step. Synchronous (on every rank) where any rank's shards exceed
+    ``host_buffer_bytes``.
     """
     import torch.distributed as dist
     from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
@@ -642,7 +642,9 @@ def _dcp_files(
     """The DCP files ``names`` (name -> their manifest entry), each checked whole against
     its digest: mapped from the page cache on a local volume, read into new memory from any
     other store."""
-    if not source.local:
+    import mmap
+
+    if not source.local or not hasattr(mmap, "PROT_READ"):  # PROT_READ: a POSIX mmap
         got = _fetch(source, manifest, sorted(names.values()), threads)
         return {n: _bytes(got[i]) for n, i in names.items()}
     from spotsafe.storage.local import LocalStore
@@ -665,9 +667,9 @@ def _map_checked(path: str, entry: TensorEntry, where: str) -> memoryview:
     The map shares the page cache: a verified file's bytes cost no new memory (pages that
     are faulted in fresh, on the benchmark VM ~1 ms a MB, were most of a restore's cost
     over DCP's own). What is checked is what the restore copies from; only a writer that
-    rewrites a committed checkpoint's file in place could change it in between, and
-    spotsafe never does (a committed file is immutable; pruning unlinks it, which leaves a
-    map intact).
+    rewrites a committed checkpoint's file in place could change it in between (or, by
+    truncating it, make a read of the map a SIGBUS), and spotsafe never does: a committed
+    file is immutable, and pruning unlinks it, which leaves a map intact.
 
     Raises:
         CheckpointCorrupt: the file is missing, of another size, or a byte is wrong.
@@ -694,7 +696,8 @@ def _map_checked(path: str, entry: TensorEntry, where: str) -> memoryview:
             view = memoryview(b"")
         else:
             mapped = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-            mapped.madvise(mmap.MADV_WILLNEED)  # read ahead of the hashing when cold
+            if hasattr(mmap, "MADV_WILLNEED"):
+                mapped.madvise(mmap.MADV_WILLNEED)  # read ahead of the hashing when cold
             view = memoryview(mapped)  # keeps the map alive while anything refers to it
     except OSError as e:
         raise StorageError(f"could not read {path}: {e.strerror or e}") from e
