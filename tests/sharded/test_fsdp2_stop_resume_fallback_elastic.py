@@ -88,9 +88,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> dict[
     # B: the fallback past the flipped byte; then the interrupted run resumed on 4 ranks.
     b = torchrun(4, out, f"fallback:{fb}", f"train:{out / 'run'}:tag=resumed")
     assert b.returncode == 0, b.stderr[-4000:]
-    # C: 2 of the 4 ranks: strict refuses; elastic resumes; saves to S3 and restores from
-    # it; then a rank dies mid-save.
-    c = torchrun(2, out, f"strict:{el}", f"train:{el}:tag=el", f"s3:{s3_url}", f"killsave:{el}")
+    # C: 2 of the 4 ranks: strict refuses; elastic resumes (its shards over
+    # host_buffer_bytes: saved synchronously); saves to S3 and restores from it; then a
+    # rank dies mid-save.
+    c = torchrun(2, out, f"strict:{el}", f"train:{el}:tag=el:hostbuf=0", f"s3:{s3_url}",
+                 f"killsave:{el}")  # fmt: skip
     return {"out": out, "a": a, "b": b, "c": c, "fb": fb, "el": el, "stopped_at": stopped_at,
             "s3": s3_url}  # fmt: skip
 
@@ -140,6 +142,13 @@ def test_periodic_saves_write_in_the_background_what_was_snapshot(runs: dict[str
     at6 = {r[2]: r[4] for r in lines(runs["a"], "at run")}
     fell_back_to = {f[1]: f[4] for f in lines(runs["b"], "fallback")}
     assert len(at6) == 4 and len(set(at6.values())) == 1 and fell_back_to == at6
+
+
+def test_shards_over_host_buffer_bytes_are_saved_on_the_training_thread(
+    runs: dict[str, Any],
+) -> None:
+    writes = lines(runs["c"], "wrote el")  # Checkpointer(host_buffer_bytes=0)
+    assert len(writes) >= 4 and {w[4] for w in writes} == {"0"}
 
 
 def test_a_flipped_byte_in_one_shard_sends_every_rank_back(runs: dict[str, Any]) -> None:

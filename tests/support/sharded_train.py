@@ -6,8 +6,9 @@ scenarios of tests/sharded chained in one process group (each torchrun costs sec
 
 Actions, in the order given:
 
-- ``train:STORE[:stop=K]``: train from STORE's newest checkpoint (or fresh) to the end
-  (exit 0), saving every 2 steps in the background (the Guard's async saves); with
+- ``train:STORE[:stop=K][:tag=T][:hostbuf=B]``: train from STORE's newest checkpoint (or
+  fresh) to the end (exit 0), saving every 2 steps in the background (the Guard's async
+  saves; ``Checkpointer(host_buffer_bytes=B)``); with
   ``stop=K``, rank 1 signals itself (SIGTERM) after step K: every rank exits 75, and each
   background write of the shards waits 0.3 s first, so training changes the live state
   while the snapshot is written.
@@ -131,11 +132,13 @@ def watch_writes() -> None:
     dcp_storage.StoreWriter.write_data = write_data  # type: ignore[method-assign]
 
 
-def train(out: Path, store: str, tag: str, stop: int | None, mesh: Any) -> None:
+def train(
+    out: Path, store: str, tag: str, stop: int | None, mesh: Any, host_buffer: int | None = None
+) -> None:
     rank = dist.get_rank()
     WRITES.update(tag=tag, slow=stop is not None)
     state, model, opt, (sampler, loader, sched) = build(mesh)
-    ckpt = spotsafe.Checkpointer(store, keep_last=3)
+    ckpt = spotsafe.Checkpointer(store, keep_last=3, host_buffer_bytes=host_buffer)
     info = ckpt.restore(state)
     if info is not None:
         print(f"restored {tag} {rank} {info.step} {digest(model, opt)}", flush=True)
@@ -237,7 +240,8 @@ def work(out: str, actions: list[str]) -> None:
         if kind == "train":
             opts = dict(a.split("=") for a in args[1:])
             stop = int(opts["stop"]) if "stop" in opts else None
-            train(Path(out), args[0], opts.get("tag", Path(args[0]).name), stop, mesh)
+            host_buffer = int(opts["hostbuf"]) if "hostbuf" in opts else None
+            train(Path(out), args[0], opts.get("tag", Path(args[0]).name), stop, mesh, host_buffer)
         elif kind == "fallback":
             fallback(args[0], mesh)
         elif kind == "strict":
