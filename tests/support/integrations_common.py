@@ -6,6 +6,9 @@ A run is ``one_run(spec, out) -> exit status`` in a forked grandchild of the sce
 (tests/support/integrations_child.py), which imported every framework once. The grandchild
 prints ``step N`` per optimizer step and ``final <digest>`` (every weight and optimizer
 tensor) at the end of training; :func:`run` returns those, its exit status and its output.
+:func:`run_ranks` runs the same ``one_run`` as a 2-rank DDP job (one forked process per
+rank, torchrun's environment), and :func:`ddp_scenarios` is the DDP scenario every framework
+runs with it.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def run_ranks(
         ranked = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "ROLE_RANK": str(rank)}
         log = work / f"{name}.rank-{rank}.log"
         pids.append(_fork_run(one_run, mine, work / spec.get("out", name), log, ranked))
-    statuses = _wait_all(pids, deadline_s=time.monotonic() + 120)
+    statuses = _wait_all(pids, deadline_s=time.monotonic() + 180)
     after = os.times()
     cpu_s = _children_cpu_s(before, after)
     return [
