@@ -22,17 +22,19 @@ asks :func:`~spotsafe.checkpoint.discovery.still_committed` whether it was prune
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import functools
 import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
 
 import xxhash
 
 from spotsafe.checkpoint import layout
-from spotsafe.checkpoint._threads import map_threads
 from spotsafe.checkpoint.manifest import Manifest, TensorEntry
 from spotsafe.errors import CheckpointCorrupt, ObjectMissing, StorageError
 from spotsafe.storage import Store
@@ -70,6 +72,64 @@ class Run:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+T = TypeVar("T")
+
+
+class Workers:
+    """Reading threads and their scratch buffers, kept across the fetches of one restore
+    (its check pass and its fill pass): the threads start once and each allocates its
+    ``CHUNK_BYTES`` of scratch once, instead of once per pass.
+
+    Use it as a context manager: leaving it waits for the threads and frees the scratch.
+    With ``threads`` 1 the runs are read on the calling thread.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._scratch = threading.local()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._scratch = threading.local()
+
+    def scratch(self) -> memoryview:
+        """This thread's scratch buffer, ``CHUNK_BYTES`` long."""
+        if not hasattr(self._scratch, "buf"):
+            self._scratch.buf = memoryview(bytearray(CHUNK_BYTES))
+        buf: memoryview = self._scratch.buf
+        return buf
+
+    def run(self, fn: Callable[[T], None], items: list[T]) -> None:
+        """``fn(x)`` for every item, on up to ``threads`` threads; the first error is raised
+        once the calls already running have ended (none is left reading behind us)."""
+        if len(items) <= 1 or self.threads <= 1:
+            for x in items:
+                fn(x)
+            return
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(self.threads, thread_name_prefix="spotsafe-io")
+        futures = [self._pool.submit(fn, x) for x in items]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            cf.wait(futures)
+            raise
 
 
 #: Where a run goes: one writable buffer of ``run.size`` bytes that is kept; a buffer per
@@ -203,27 +263,28 @@ def fetch(
     threads: int,
     buffer_for: BufferFor,
     verified: Verified,
+    workers: Workers | None = None,
 ) -> None:
-    """Read ``runs`` (see :func:`plan_runs`) and check every member's hash.
+    """Read ``runs`` (see :func:`plan_runs`) and check every member's hash, on
+    ``workers`` (kept by the caller across fetches) or on ``threads`` threads of its own.
 
     Raises:
         CheckpointCorrupt: a data file is missing or short, or a tensor's bytes do not match.
         StorageError: the store could not be read.
     """
-    scratch = threading.local()
-
-    def scratch_buffer() -> memoryview:
-        if not hasattr(scratch, "buf"):
-            scratch.buf = memoryview(bytearray(CHUNK_BYTES))
-        buf: memoryview = scratch.buf
-        return buf
+    if workers is None:
+        with Workers(threads) as own:
+            fetch(source, manifest, runs, threads=threads, buffer_for=buffer_for,
+                  verified=verified, workers=own)  # fmt: skip
+        return
+    pool = workers
 
     def one(run: Run) -> None:
         into = buffer_for(run)
         with source.file(run.file) as read:
-            _read_checked(source, read, manifest, run, into, scratch_buffer(), verified)
+            _read_checked(source, read, manifest, run, into, pool.scratch(), verified)
 
-    map_threads(one, runs, threads)
+    pool.run(one, runs)
 
 
 def _read_checked(

@@ -18,6 +18,11 @@ in place (``copy_`` from a tensor onto itself returns at once). Even cold, filli
 optimizer's tensors in place beat reading them into new memory for it to adopt (GPT-2 +
 Adam, 1.5 GB: 1.29 s against 1.55 s; the page faults did not hide behind the disk reads).
 
+Both passes read on one set of ``io_threads`` threads (``fetch.Workers``), and the first
+takes turns between runs read into new memory (page faults: a core's work) and runs only
+checked (a cold one waits on the disk), so that neither the disk nor the cores idle while
+the other works.
+
 Other tensors come back as views into the buffers their runs were read into (64-byte
 aligned: no copy); small ones get storage of their own, because some consumers read a
 tensor's storage from its start (``Generator.set_state`` fails on a view into a larger
@@ -104,24 +109,40 @@ def load_tensors(
         out[index] = tensor_from_bytes(buf[at : at + entry.nbytes], entry, source.directory)
 
     rest = [i for i in range(len(manifest.tensors)) if i not in live]
-    runs = fetch.plan_runs(manifest, only=rest, whole_files=not source.local)
-    runs += fetch.plan_runs(manifest, only=live.keys())
-    runs.sort(key=lambda r: (r.file, r.start))  # in file order: sequential reads
-    fetch.fetch(source, manifest, runs, threads=threads, buffer_for=buffer_for, verified=verified)
-    if live:
-        fill = fetch.plan_runs(manifest, only=live.keys(), max_members=fetch.MAX_SCATTER)
+    kept = fetch.plan_runs(manifest, only=rest, whole_files=not source.local)
+    runs = alternate(kept, fetch.plan_runs(manifest, only=live.keys()))
+    with fetch.Workers(threads) as workers:
+        fetch.fetch(source, manifest, runs, threads=threads, buffer_for=buffer_for,
+                    verified=verified, workers=workers)  # fmt: skip
+        if live:
+            fill = fetch.plan_runs(manifest, only=live.keys(), max_members=fetch.MAX_SCATTER)
 
-        def into_live(run: fetch.Run) -> dict[int, memoryview]:
-            return {i: layout.bytes_of(layout.byte_view(live[i])) for i in run.members}
+            def into_live(run: fetch.Run) -> dict[int, memoryview]:
+                return {i: layout.bytes_of(layout.byte_view(live[i])) for i in run.members}
 
-        def filled(run: fetch.Run, index: int, at: int) -> None:
-            out[index] = live[index]
+            def filled(run: fetch.Run, index: int, at: int) -> None:
+                out[index] = live[index]
 
-        fetch.fetch(source, manifest, fill, threads=threads, buffer_for=into_live, verified=filled)
+            fetch.fetch(source, manifest, fill, threads=threads, buffer_for=into_live,
+                        verified=filled, workers=workers)  # fmt: skip
     missing = [i for i, t in enumerate(out) if t is None]
     if missing:
         raise CheckpointCorrupt(f"{source.directory}: tensor #{missing[0]} was not read")
     return [t for t in out if t is not None]
+
+
+def alternate(kept: list[fetch.Run], checked: list[fetch.Run]) -> list[fetch.Run]:
+    """The runs of the first pass, taking turns: one read into new memory (``kept``: its
+    page faults keep a core busy), one only checked (``checked``: it waits on the disk when
+    the files are not cached), each list in its own file order. In file order alone, a
+    state whose model precedes its optimizer in the files (the usual case) would read
+    every checked run first, with the cores idle, then fault in every kept one, with the
+    disk idle.
+    """
+    out: list[fetch.Run] = []
+    for k in range(max(len(kept), len(checked))):
+        out += kept[k : k + 1] + checked[k : k + 1]
+    return out
 
 
 def in_place(state: TrainState, manifest: Manifest) -> dict[int, torch.Tensor]:
