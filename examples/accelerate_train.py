@@ -6,6 +6,7 @@ checkpoint, mid-epoch, and ends with exactly the weights of an uninterrupted run
 
     SPOTSAFE_STORE=./accelerate-store python examples/accelerate_train.py
     spotsafe run --store ./accelerate-store -- python examples/accelerate_train.py
+    SPOTSAFE_STORE=./accelerate-store torchrun --nproc-per-node 2 examples/accelerate_train.py
 
 On SIGTERM (or a cloud notice) it finishes the accumulation window in progress, saves, and
 exits 75.

@@ -6,6 +6,7 @@ the newest verified checkpoint and ends with exactly the weights of an uninterru
 
     SPOTSAFE_STORE=./hf-store python examples/hf_trainer.py       # train (resumes if it can)
     spotsafe run --store ./hf-store -- python examples/hf_trainer.py
+    SPOTSAFE_STORE=./hf-store torchrun --nproc-per-node 2 examples/hf_trainer.py  # 2-rank DDP
 
 On SIGTERM (or a cloud notice) it finishes the optimizer step in progress, saves, and exits 75.
 """
