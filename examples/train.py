@@ -64,7 +64,7 @@ class CharModel(nn.Module):
 model = CharModel(len(vocab))
 optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-loader = spotsafe.ResumableLoader(torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True))
+loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True)  # TrainState records it
 
 # --- spotsafe: what to save, where, and resume if there is something to resume ----------
 state = spotsafe.TrainState(
