@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 from torch.distributed.checkpoint.metadata import MetadataIndex
@@ -17,6 +18,7 @@ from spotsafe.checkpoint.dcp_storage import (
     _record_start_zipfile,
     _scan_archive,
     _serialize,
+    _serialized,
 )
 
 
@@ -59,3 +61,13 @@ def test_anything_else_is_left_to_torch_load() -> None:
     commented[-len(b"note") - 2 : -len(b"note")] = len(b"note").to_bytes(2, "little")
     assert _scan_archive(memoryview(commented)) is None
     assert _record_start(memoryview(bytes(commented)), t.nbytes) == _record_start(blob, t.nbytes)
+
+
+def test_a_saved_tensor_is_written_from_its_own_memory() -> None:
+    t = torch.arange(4096.0)
+    item = WriteItem(index=MetadataIndex("w"), type=WriteItemType.TENSOR)
+    pieces = _serialized(item, t)
+    # The archive's records around it are copies; its data record is the tensor itself.
+    (own,) = [p for p in pieces if np.frombuffer(p, np.uint8).ctypes.data == t.data_ptr()]
+    assert own.nbytes == t.nbytes
+    assert torch.equal(torch.load(io.BytesIO(b"".join(pieces)), weights_only=True), t)
