@@ -148,3 +148,18 @@ def test_quarantine_marker_explains_why(tmp_path) -> None:
     spotsafe.Checkpointer(str(tmp_path)).restore(tiny_state())
     reason = json.loads((newest / "QUARANTINE.json").read_text())["reason"]
     assert "bytes" in reason
+
+
+def test_a_fault_two_ranks_find_is_quarantined_once_with_the_first_reason(tmp_path) -> None:
+    """Under DDP every rank verifies the replicated files, so each may find the same fault
+    and mark it: the second mark changes nothing and raises nothing (a local store writes
+    each object once, so writing the marker again would fail)."""
+    from spotsafe.checkpoint import quarantine
+    from spotsafe.storage import open_store
+
+    _, _, newest = two_checkpoints(tmp_path)
+    store = open_store(str(tmp_path))
+    directory = f"checkpoints/{newest.name}"
+    quarantine.mark(store, directory, reason="rank 0: 3 bytes short", at=1.0, by="rank0")
+    quarantine.mark(store, directory, reason="rank 1: 3 bytes short", at=1.1, by="rank1")
+    assert quarantine.reason(store, directory) == "rank 0: 3 bytes short"

@@ -15,9 +15,10 @@ from spotsafe.storage import Store
 
 
 def mark(store: Store, directory: str, *, reason: str, at: float, by: str) -> None:
-    """Quarantine ``directory``: restore never picks it again."""
+    """Quarantine ``directory``: restore never picks it again. Where it is quarantined
+    already (by another rank that found the same fault), its first reason stays."""
     body = json.dumps({"reason": reason, "at": at, "by": by})
-    store.write_bytes(f"{directory}/{QUARANTINE_NAME}", body.encode())
+    store.create_exclusive(f"{directory}/{QUARANTINE_NAME}", body.encode())
 
 
 def reason(store: Store, directory: str) -> str:
