@@ -263,7 +263,15 @@ def save_async(ckpt: Checkpointer, state: TrainState) -> PendingSave:
     if means is None:  # once per Checkpointer, on every rank at the same save: a collective
         means = _Async(
             group=dist.new_group(backend="gloo"),
-            stager=DefaultStager(StagingOptions(False, False, False, False)),
+            # Plain host memory, copied on this thread: the snapshot is whole on return.
+            stager=DefaultStager(
+                StagingOptions(
+                    use_pinned_memory=False,
+                    use_shared_memory=False,
+                    use_async_staging=False,
+                    use_non_blocking_copy=False,
+                )
+            ),
         )
         _ASYNC[ckpt] = means
     staged = means.stager.stage(dcp_state)  # copies: training may change the state now
