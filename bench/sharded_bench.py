@@ -57,6 +57,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 import spotsafe
+from spotsafe.checkpoint.sharded import local_bytes
 
 MIB = 1 << 20
 GB = 1e9
@@ -122,25 +123,6 @@ def build(layers: int, mesh: Any) -> tuple[nn.Module, torch.optim.Optimizer]:
 def dcp_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     """What a DCP user saves: the sharded model and optimizer state dicts."""
     return {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, opt)}
-
-
-def local_bytes(sd: dict[str, Any]) -> int:
-    """Bytes of this rank's shards in ``sd``."""
-    from torch.distributed.tensor import DTensor
-
-    total = 0
-    todo: list[Any] = [sd]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, dict):
-            todo.extend(node.values())
-        elif isinstance(node, list | tuple):
-            todo.extend(node)
-        elif isinstance(node, DTensor):
-            total += node.to_local().nbytes
-        elif isinstance(node, torch.Tensor):
-            total += node.nbytes
-    return total
 
 
 def fingerprint(model: nn.Module, opt: torch.optim.Optimizer) -> list[float]:

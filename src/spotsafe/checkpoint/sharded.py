@@ -256,7 +256,7 @@ def save_async(ckpt: Checkpointer, state: TrainState) -> PendingSave:
     ckpt._claim_store()
     dcp_state = _dcp_state(dcp_objects(state))
     limit = ckpt.host_buffer_bytes
-    if not distributed.all_true(limit is None or _local_bytes(dcp_state) <= limit):
+    if not distributed.all_true(limit is None or local_bytes(dcp_state) <= limit):
         log.warning("a rank's shards exceed host_buffer_bytes=%s: saving synchronously", limit)
         return _done(save(ckpt, state, t0))
     means = _ASYNC.get(ckpt)
@@ -280,8 +280,8 @@ def save_async(ckpt: Checkpointer, state: TrainState) -> PendingSave:
     return ckpt._in_background(_write, shot.step, ckpt, shot, t0, blocked_until, means.group)
 
 
-def _local_bytes(dcp_state: Any) -> int:
-    """Bytes of this rank's tensors (its shards) in ``dcp_state``."""
+def local_bytes(dcp_state: Any) -> int:
+    """Bytes of this rank's tensors (its shards) in ``dcp_state`` (a DCP state dict)."""
     from torch.distributed.tensor import DTensor
 
     total = 0
