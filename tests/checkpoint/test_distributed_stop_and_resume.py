@@ -38,30 +38,34 @@ def final_digest(store: Path) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_one_rank_signalled_both_stop_at_one_step_and_resume_exactly(tmp_path) -> None:
+    # The reference runs beside the interrupted job, which mostly sleeps between its steps.
     ref = torchrun(tmp_path / "reference")
+    try:
+        store = tmp_path / "interrupted"
+        job = torchrun(store, "--step-s", "0.05")
+        assert job.stdout is not None
+        pids = {}
+        for line in job.stdout:
+            # Both ranks write to one pipe: a line may hold another rank's output too.
+            for rank, pid in re.findall(r"pid (\d+) (\d+)", line):
+                pids[int(rank)] = int(pid)
+            if any(int(step) >= 7 for step in re.findall(r"step (\d+)", line)) and 1 in pids:
+                break
+        os.kill(pids[1], signal.SIGTERM)  # only rank 1 hears it, as when one node is reclaimed
+        _, err = job.communicate(timeout=180)
+        # torchrun reports its workers' 75 as a failure (exit 1): the store says what happened.
+        assert job.returncode != 0
+        stops = [e for e in read_events(open_store(str(store))) if e.kind == "stop"]
+        assert len(stops) == 2, err[-3000:]
+        assert {e.get("clean") for e in stops} == {True}
+        (step,) = {e.get("step") for e in stops}
+        assert final_digest(store)[0] == step
+    except BaseException:
+        ref.kill()  # the test failed: leave no job behind
+        raise
+
     _, err = ref.communicate(timeout=180)
     assert ref.returncode == 0, err[-3000:]
-
-    store = tmp_path / "interrupted"
-    job = torchrun(store, "--step-s", "0.05")
-    assert job.stdout is not None
-    pids = {}
-    for line in job.stdout:
-        # Both ranks write to one pipe: a line may hold another rank's output too.
-        for rank, pid in re.findall(r"pid (\d+) (\d+)", line):
-            pids[int(rank)] = int(pid)
-        if any(int(step) >= 7 for step in re.findall(r"step (\d+)", line)) and 1 in pids:
-            break
-    os.kill(pids[1], signal.SIGTERM)  # only rank 1 hears it, as when one node is reclaimed
-    _, err = job.communicate(timeout=180)
-    # torchrun reports its workers' 75 as a failure (exit 1): the store says what happened.
-    assert job.returncode != 0
-    stops = [e for e in read_events(open_store(str(store))) if e.kind == "stop"]
-    assert len(stops) == 2, err[-3000:]
-    assert {e.get("clean") for e in stops} == {True}
-    (step,) = {e.get("step") for e in stops}
-    assert final_digest(store)[0] == step
-
     resumed = torchrun(store)
     _, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err[-3000:]

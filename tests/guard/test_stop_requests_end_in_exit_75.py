@@ -105,15 +105,21 @@ def test_stop_during_a_save_in_flight_waits_for_it(tmp_path) -> None:
 
 
 def test_interrupted_by_signals_and_resumed_ends_bit_for_bit(tmp_path) -> None:
-    code, lines = Child(tmp_path / "reference", "--every", "5").finish()
+    # The reference runs beside the interrupted runs, which mostly sleep between steps.
+    ref = Child(tmp_path / "reference", "--every", "5")
+    store = tmp_path / "interrupted"
+    try:
+        for stop_at in (4, 13, 22):
+            child = Child(store, "--every", "5", "--step-s", "0.02")
+            child.run_until_step(stop_at)
+            child.proc.send_signal(signal.SIGTERM)
+            assert child.finish()[0] == 75
+    except BaseException:
+        ref.proc.kill()  # the test failed: leave no run behind
+        raise
+    code, lines = ref.finish()
     assert code == 0
     reference = final_digest(lines)
-    store = tmp_path / "interrupted"
-    for stop_at in (4, 13, 22):
-        child = Child(store, "--every", "5", "--step-s", "0.02")
-        child.run_until_step(stop_at)
-        child.proc.send_signal(signal.SIGTERM)
-        assert child.finish()[0] == 75
     code, lines = Child(store, "--every", "5").finish()
     assert code == 0
     assert final_digest(lines) == reference
