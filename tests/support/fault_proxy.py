@@ -243,15 +243,28 @@ class _Handler(BaseHTTPRequestHandler):
             for w in watched:
                 state.inflight[w] = state.inflight.get(w, 0) + 1
                 state.max_inflight[w] = max(state.max_inflight.get(w, 0), state.inflight[w])
-        status: int | None = None
+        recorded = False
+
+        def record(status: int | None) -> None:
+            """Note the request before its answer goes out: a client that has its answer
+            must find the request in the log (recorded after, a test could look first)."""
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                with state.lock:
+                    state.seen.append(
+                        Seen(method, path, query, self.headers.get("Range"), fault, status)
+                    )
+
         try:
             if rule is not None and fault == "slow":
                 time.sleep(rule.delay_s)
             if fault in ("503", "500"):
                 status, code, message = _ERROR_BODIES[fault]
+                record(status)
                 self._send_error(status, code, message)
             elif fault == "403":
-                status = 403
+                record(403)
                 key = self.headers.get("Authorization", "")
                 key_id = re.search(r"Credential=([^/]+)/", key)
                 echoed = key_id.group(1) if key_id else ""
@@ -262,9 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
                     f"<AWSAccessKeyId>{echoed}</AWSAccessKeyId>",
                 )
             elif fault == "reset":
+                record(None)
                 self._reset()
             else:
                 status, reason, headers, data = self._forward(body)
+                record(status)
                 if fault == "reset_after":
                     self._reset()
                 else:
@@ -282,11 +297,9 @@ class _Handler(BaseHTTPRequestHandler):
                     if method != "HEAD":
                         self.wfile.write(data)
         finally:
+            record(None)  # a request that failed before its answer (never twice)
             with state.lock:
                 for w in watched:
                     state.inflight[w] -= 1
-                state.seen.append(
-                    Seen(method, path, query, self.headers.get("Range"), fault, status)
-                )
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
