@@ -161,11 +161,6 @@ class Contents:
         """The parts it lacks, in `Part` order."""
         return [p for p in Part if p not in self.parts]
 
-    @property
-    def identity(self) -> tuple[str, int | None]:
-        """What tells this checkpoint from a later one at the same path."""
-        return (self.path, self.step)
-
 
 _STEP_KEYS = ("global_step", "step", "iteration", "iter", "train_step", "steps", "epoch")
 
